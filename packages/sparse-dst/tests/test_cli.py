@@ -1,0 +1,13 @@
+from typer.testing import CliRunner
+
+from sparse_dst import __version__
+from sparse_dst.cli import app
+
+
+def test_help_and_version() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
