@@ -1,0 +1,35 @@
+"""Small torch helpers every package needs: thread count and device choice."""
+
+from __future__ import annotations
+
+import torch
+
+from research_utils.validation import check_int
+
+__all__ = ["resolve_device", "set_torch_threads"]
+
+
+def set_torch_threads(n: int = 1) -> None:
+    """Use ``n`` intra-op threads (1 in tests: on few cores oversubscription costs several x)."""
+    torch.set_num_threads(check_int("threads", n, minimum=1))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; explicit names are checked for availability."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use cpu or auto")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here; use cpu or auto")
+    return device
