@@ -1,0 +1,270 @@
+"""Chase: channel-aware dynamic sparse training (Yin et al., 2023).
+
+On top of unstructured DST (:class:`~sparse_dst.masking.Masking`), Chase scores every output
+channel that surgery can remove, and every ``channel_interval`` steps removes the lowest-scored
+channels until the fraction of removed channels follows a cubic schedule up to ``Sc`` at
+``channel_end``. Ranking is global, with a per-layer floor of ``beta * out_channels * (1 - Sc)``
+channels. The parameter budget stays constant, so surviving channels become denser.
+``finalize()`` slices the removed channels away and returns a genuinely smaller model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from research_utils.masks import MaskSet
+from research_utils.validation import check_choice, check_int, check_range
+from sparse_dst.masking import DSTConfig, Masking
+from sparse_dst.schedules import cubic_sparsity
+from sparse_dst.scores import SCORE_METHODS, channel_scores
+from sparse_dst.surgery import recalibrate_batchnorm, remove_channels
+from sparse_dst.tracing import ChannelGroup, UnsupportedGraphError, find_channel_groups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChaseConfig(DSTConfig):
+    """DST settings plus the channel schedule.
+
+    ``channel_end_fraction`` is the fraction of training at which ``channel_sparsity`` is reached
+    (the reference's ``stop_gmp_epochs``); ``beta`` sets the per-layer floor (``minumum_ratio``).
+    """
+
+    channel_sparsity: float = 0.5
+    channel_score: str = "umm"
+    channel_interval: int = 100
+    channel_start_fraction: float = 0.0
+    channel_end_fraction: float = 0.6
+    beta: float = 0.5
+
+    def validate(self) -> ChaseConfig:
+        super().validate()
+        check_range("channel_sparsity", self.channel_sparsity, 0.0, 1.0, high_inclusive=False)
+        check_choice("channel_score", self.channel_score, SCORE_METHODS)
+        check_int("channel_interval", self.channel_interval, minimum=1)
+        check_range("channel_start_fraction", self.channel_start_fraction, 0.0, 1.0)
+        check_range("channel_end_fraction", self.channel_end_fraction, 0.0, 1.0)
+        if self.channel_end_fraction <= self.channel_start_fraction:
+            raise ValueError(
+                f"channel_end_fraction must be > channel_start_fraction ({self.channel_start_fraction}), "
+                f"got {self.channel_end_fraction}"
+            )
+        check_range("beta", self.beta, 0.0, 1.0)
+        return self
+
+
+def select_channels_to_remove(
+    scores: dict[str, torch.Tensor],
+    alive: dict[str, torch.Tensor],
+    floors: dict[str, int],
+    count: int,
+) -> dict[str, list[int]]:
+    """Global ascending ranking of alive channels; skip a layer once it reaches its floor.
+
+    Ties are broken by layer order, then channel index. Returns the channels removed per layer
+    (fewer than ``count`` when every layer sits at its floor).
+    """
+    entries = []
+    for order, (name, score) in enumerate(scores.items()):
+        for c in alive[name].nonzero().flatten().tolist():
+            entries.append((float(score[c]), order, c, name))
+    entries.sort()
+    remaining = {n: int(a.sum()) for n, a in alive.items()}
+    removed: dict[str, list[int]] = {n: [] for n in scores}
+    taken = 0
+    for _, _, c, name in entries:
+        if taken >= count:
+            break
+        if remaining[name] - 1 < floors[name]:
+            continue
+        removed[name].append(c)
+        remaining[name] -= 1
+        taken += 1
+    return removed
+
+
+class Chase(Masking):
+    """Channel-aware DST: ``step()`` wraps the optimizer, ``finalize()`` returns the slim model."""
+
+    config: ChaseConfig
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: ChaseConfig,
+        total_steps: int,
+        groups: Iterable[ChannelGroup] | None = None,
+    ):
+        super().__init__(model, optimizer, config, total_steps)
+        if groups is None:
+            groups, skipped = find_channel_groups(model)
+        else:
+            skipped = {}
+        self.groups = [g for g in groups if g.weight in self.params and f"{g.consumer}.weight" in self.params]
+        if config.channel_sparsity > 0 and not self.groups:
+            reasons = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:4])
+            raise UnsupportedGraphError(
+                f"{type(model).__name__} has no channel that surgery can remove ({reasons}); "
+                "Chase needs conv/linear layers feeding exactly one conv/linear through channel-wise ops"
+            )
+        self.keep = {
+            g.producer: torch.ones(self.params[g.weight].shape[0], dtype=torch.bool) for g in self.groups
+        }
+        self.baseline_channels = sum(len(k) for k in self.keep.values())
+        sc = config.channel_sparsity
+        self.floors = {
+            g.producer: max(1, int(config.beta * len(self.keep[g.producer]) * (1 - sc))) for g in self.groups
+        }
+        self.channel_history: list[dict[str, Any]] = []
+        self.finalized = False
+
+    @property
+    def channel_start(self) -> int:
+        return int(self.config.channel_start_fraction * self.total_steps)
+
+    @property
+    def channel_end(self) -> int:
+        return int(self.config.channel_end_fraction * self.total_steps)
+
+    def channel_sparsity_at(self, step: int) -> float:
+        """Scheduled fraction of removed channels at ``step`` (cubic)."""
+        return cubic_sparsity(step, self.config.channel_sparsity, self.channel_start, self.channel_end)
+
+    def alive_channels(self) -> int:
+        return sum(int(k.sum()) for k in self.keep.values())
+
+    def step(self) -> None:
+        due = self._channel_due(self.step_count + 1)
+        update_due = self._update_due(self.step_count + 1)
+        grads = self._dense_grads() if due or update_due else {}
+        self.optimizer.step()
+        self.step_count += 1
+        if update_due:
+            self.update_topology(grads)
+        if due:
+            self.remove_scheduled_channels(grads)
+        if self.config.memory_bound and self.step_count == self.stop_step:
+            self.settle()
+
+    def _channel_due(self, step: int) -> bool:
+        if self.finalized or self.config.channel_sparsity == 0 or step <= self.channel_start:
+            return False
+        return step == self.channel_end or (
+            step < self.channel_end and step % self.config.channel_interval == 0
+        )
+
+    def channel_scores(self) -> dict[str, torch.Tensor]:
+        """UMM or MMM score of every output channel of every removable layer."""
+        return {
+            g.producer: channel_scores(
+                self.params[g.weight], self.masks[g.weight], self.config.channel_score
+            ).cpu()
+            for g in self.groups
+        }
+
+    @torch.no_grad()
+    def remove_scheduled_channels(self, grads: dict[str, torch.Tensor] | None = None) -> int:
+        """Remove channels down to the scheduled count; regrow the freed budget. Returns count removed."""
+        target_alive = round(self.baseline_channels * (1.0 - self.channel_sparsity_at(self.step_count)))
+        count = self.alive_channels() - target_alive
+        if count <= 0:
+            return 0
+        chosen = select_channels_to_remove(self.channel_scores(), self.keep, self.floors, count)
+        removed = self.remove_channel_indices(chosen, grads)
+        self.channel_history.append(
+            {
+                "step": self.step_count,
+                "removed": removed,
+                "alive": self.alive_channels(),
+                "active": self.n_active(),
+            }
+        )
+        log.debug("step %d: removed %d channels, %d alive", self.step_count, removed, self.alive_channels())
+        return removed
+
+    @torch.no_grad()
+    def remove_channel_indices(
+        self, chosen: dict[str, list[int]], grads: dict[str, torch.Tensor] | None = None
+    ) -> int:
+        """Mask the given output channels (producer rows, consumer columns) and rebalance the budget."""
+        by_producer = {g.producer: g for g in self.groups}
+        total = 0
+        for producer, channels in chosen.items():
+            if not channels:
+                continue
+            group = by_producer[producer]
+            index = torch.tensor(channels, dtype=torch.long)
+            self.keep[producer][index] = False
+            self.allowed[group.weight][index.to(self.allowed[group.weight].device)] = False
+            consumer = self.allowed[f"{group.consumer}.weight"]
+            f = group.features_per_channel
+            cols = (index[:, None] * f + torch.arange(f)[None, :]).flatten().to(consumer.device)
+            consumer[:, cols] = False
+            total += len(channels)
+        if total:
+            self.rebalance(grads)
+        return total
+
+    # ------------------------------------------------------------------ slim model
+    def removed_channels(self) -> dict[str, torch.Tensor]:
+        return {p: k.clone() for p, k in self.keep.items() if not bool(k.all())}
+
+    @torch.no_grad()
+    def finalize(self, calibration: Iterable[torch.Tensor] | None = None) -> nn.Module:
+        """Return the slim model (a copy with the removed channels sliced away).
+
+        With ``calibration`` batches the BatchNorm statistics of the slim model are recomputed.
+        Finalizing twice is refused.
+        """
+        if self.finalized:
+            raise RuntimeError("Chase.finalize() was already called; the slim model exists")
+        self.maskset.apply(self.model)
+        slim = remove_channels(self.model, self.removed_channels(), self.groups)
+        self.slim_masks = self._slim_maskset(slim)
+        if calibration is not None:
+            recalibrate_batchnorm(slim, calibration)
+        self.finalized = True
+        self.handle.remove()
+        return slim
+
+    def _slim_maskset(self, slim: nn.Module) -> MaskSet:
+        """The masks restricted to the surviving rows and columns (matches the slim model)."""
+        out = {}
+        slim_params = dict(slim.named_parameters())
+        for n, mask in self.masks.items():
+            allowed = self.allowed[n]
+            m = mask
+            rows = allowed.reshape(allowed.shape[0], -1).any(dim=1)
+            m = m[rows]
+            if m.dim() > 1:
+                cols = allowed.reshape(allowed.shape[0], allowed.shape[1], -1).any(dim=2).any(dim=0)
+                m = m[:, cols]
+            if tuple(m.shape) != tuple(slim_params[n].shape):
+                raise RuntimeError(
+                    f"slim mask {n} has shape {tuple(m.shape)}, slim weight {tuple(slim_params[n].shape)}"
+                )
+            out[n] = m.clone()
+        return MaskSet(out)
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = super().state_dict()
+        tensors |= {f"keep/{p}": k for p, k in self.keep.items()}
+        meta |= {"finalized": self.finalized, "channel_history": copy.deepcopy(self.channel_history)}
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        super().load_state_dict(tensors, meta)
+        for p in self.keep:
+            self.keep[p] = tensors[f"keep/{p}"].to(torch.bool).clone()
+        self.finalized = bool(meta.get("finalized", False))
+        self.channel_history = list(meta.get("channel_history", []))
