@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from usv_planner.currents import DoubleGyre, UniformCurrent
+from usv_planner.gp_current import GPHyperparameters, SpatioTemporalGP
+
+
+def _observe(field, n, rng, noise=0.03):
+    xyt = np.column_stack([rng.uniform(0, 2000, n), rng.uniform(0, 1000, n), rng.uniform(0, 3600, n)])
+    vel = field.velocity(xyt[:, :2], xyt[:, 2])[0] + noise * rng.normal(size=(n, 2))
+    return xyt, vel
+
+
+def test_gp_recovers_a_known_spatiotemporal_field():
+    rng = np.random.default_rng(0)
+    gyre = DoubleGyre(0.6, 1000.0, 0.25, 7200.0)
+    xyt, vel = _observe(gyre, 250, rng)
+    gp = SpatioTemporalGP(GPHyperparameters(400.0, 400.0, 3000.0, 0.5, 0.05)).fit(xyt, vel)
+    q = np.column_stack(
+        [rng.uniform(100, 1900, 400), rng.uniform(100, 900, 400), rng.uniform(300, 3300, 400)]
+    )
+    mean, std = gp.predict(q)
+    truth = gyre.velocity(q[:, :2], q[:, 2])[0]
+    rmse = np.sqrt(((mean - truth) ** 2).mean())
+    assert rmse < 0.06, rmse  # peak speed 0.6 m/s
+    # calibrated-ish: most errors within 3 sigma
+    assert np.mean(np.abs(mean - truth) < 3 * std[:, None] + 0.03) > 0.9
+    # the fitted noise level is close to the true 0.03
+    assert 0.01 < gp.hyper.noise_std < 0.08
+
+
+def test_uncertainty_grows_away_from_data_and_grid_cache():
+    rng = np.random.default_rng(1)
+    xyt = np.column_stack([rng.uniform(0, 500, 40), rng.uniform(0, 500, 40), np.zeros(40)])
+    vel = np.tile([0.2, -0.1], (40, 1))
+    gp = SpatioTemporalGP(GPHyperparameters(200.0, 200.0, 1000.0, 0.3, 0.02)).fit(
+        xyt, vel, optimize_hyper=False
+    )
+    _, s_near = gp.predict(np.array([[250.0, 250.0, 0.0]]))
+    _, s_far = gp.predict(np.array([[3000.0, 3000.0, 0.0]]))
+    assert s_near[0] < 0.05 and np.isclose(s_far[0], 0.3, atol=1e-6)
+    field = gp.to_field(np.linspace(0, 3000, 31), np.linspace(0, 3000, 31), [0.0, 500.0])
+    assert field.has_uncertainty
+    s, ds = field.std(np.array([[250.0, 250.0], [2900.0, 2900.0]]), 0.0)
+    assert s[0] < s[1] and ds.shape == (2, 2)
+    np.testing.assert_allclose(field.velocity(np.array([[250.0, 250.0]]), 0.0)[0][0], [0.2, -0.1], atol=0.02)
+
+
+def test_residual_gp_on_a_forecast():
+    rng = np.random.default_rng(2)
+    truth = DoubleGyre(0.6, 1000.0, 0.25, 7200.0)
+    forecast = DoubleGyre(0.45, 1000.0, 0.25, 7200.0)  # biased forecast: 25 % too weak
+    xyt, vel = _observe(truth, 120, rng)
+    plain = SpatioTemporalGP(GPHyperparameters(400.0, 400.0, 3000.0, 0.5, 0.05)).fit(xyt, vel)
+    residual = SpatioTemporalGP(GPHyperparameters(400.0, 400.0, 3000.0, 0.2, 0.05), prior=forecast).fit(
+        xyt, vel
+    )
+    q = np.column_stack([rng.uniform(0, 2000, 300), rng.uniform(0, 1000, 300), rng.uniform(0, 3600, 300)])
+    t = truth.velocity(q[:, :2], q[:, 2])[0]
+    err_fc = np.sqrt(((forecast.velocity(q[:, :2], q[:, 2])[0] - t) ** 2).mean())
+    err_res = np.sqrt(((residual.predict(q)[0] - t) ** 2).mean())
+    err_plain = np.sqrt(((plain.predict(q)[0] - t) ** 2).mean())
+    assert err_res < err_fc and err_res < err_plain
+
+
+def test_gp_input_validation():
+    gp = SpatioTemporalGP()
+    with pytest.raises(ValueError, match=r"shape \(M>0, 3\)"):
+        gp.fit(np.zeros((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="observed velocities contains NaN"):
+        gp.fit(np.zeros((2, 3)), np.array([[np.nan, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="signal_std must be > 0"):
+        SpatioTemporalGP(GPHyperparameters(signal_std=0.0))
+    with pytest.raises(RuntimeError, match="fit"):
+        SpatioTemporalGP(prior=UniformCurrent()).predict(np.zeros((1, 3)))
