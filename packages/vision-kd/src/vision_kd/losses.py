@@ -14,7 +14,7 @@ Conventions (documented because peers differ):
   classes at temperature T. The reference constructs its NKD loss with the default T=1 whatever
   ``--T`` says; here ``temperature`` is honoured (default 1, which matches the reference).
 - ``fd``: label loss (CE, or KD with ``logit_loss="kd"``) + ``weight * d(proj(s), t)`` with a 1x1
-  conv projector, bilinear resizing of the student map to the teacher's size, and ``d`` the
+  conv projector, resizing of the student map to the teacher's size (average pooling or bilinear), and ``d`` the
   smooth-L1 (beta 2, the reference's default) or MSE; ``target_norm`` normalises the teacher map
   (parameter-free LayerNorm over C, H, W, the reference's ``--target_Lnorm``).
 - ``mgd``: label loss + ``alpha_mgd * sum((G(mask * align(s)) - t)^2) / N`` with a random
@@ -115,7 +115,7 @@ class NKDLoss(DistillLoss):
 
 
 def match_feature(student_feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a student map (N, C, h, w) to the teacher's spatial ``size`` (bilinear).
+    """Resize a student map (N, C, h, w) to the teacher's spatial ``size`` (average-pool or bilinear).
 
     Raises ValueError when the maps are not 4-D or their aspect ratios differ (no resize matches them).
     """
@@ -130,6 +130,8 @@ def match_feature(student_feat: torch.Tensor, size: tuple[int, int]) -> torch.Te
         )
     if (h, w) == (th, tw):
         return student_feat
+    if h > th:  # shrink by averaging, enlarge by bilinear interpolation
+        return F.adaptive_avg_pool2d(student_feat, (th, tw))
     return F.interpolate(student_feat, size=(th, tw), mode="bilinear", align_corners=False)
 
 

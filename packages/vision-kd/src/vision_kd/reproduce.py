@@ -1,0 +1,372 @@
+"""Small-scale reproduction: are large-kernel ConvNets better teachers than transformers?
+
+Protocol (real MNIST digits, the global-context "mnist-cue" task, see :mod:`vision_kd.data`):
+
+1. Train a large-kernel ConvNet teacher (SLaK, decomposed kernels) and a transformer teacher
+   (ViT) from scratch on the same data.
+2. Train the same small-kernel student (ResNet, 3x3 kernels) from scratch and distilled from each
+   teacher with logit KD and with feature distillation (FD), for several seeds.
+3. Compare student accuracies and the ERF (area ratio of the high-contribution region) of
+   teachers and students.
+
+Writes ``results.jsonl`` (one row per run, as they finish), the PNG plots and, last,
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from research_utils.metadata import run_metadata
+from research_utils.results import JsonlWriter, plot_curves, write_json
+from research_utils.seeding import seed_everything
+from research_utils.validation import check_int
+from vision_kd.data import load_dataset
+from vision_kd.erf import THRESHOLDS, erf_map, erf_summary, plot_erf
+from vision_kd.features import feature_channels
+from vision_kd.losses import create_loss
+from vision_kd.models import create_model
+from vision_kd.train import TrainConfig, cache_teacher_outputs, train
+
+__all__ = ["ReproConfig", "run_reproduction"]
+
+log = logging.getLogger(__name__)
+
+PAPER = "Are Large Kernels Better Teachers than Transformers for ConvNets? (Huang et al., ICML 2023, arXiv 2305.19412)"
+CLAIM = (
+    "Large-kernel ConvNets (SLaK) are better distillation teachers for small-kernel ConvNets than Vision "
+    "Transformers, with logit and feature distillation, and distillation enlarges the student's effective "
+    "receptive field."
+)
+
+
+@dataclasses.dataclass
+class ReproConfig:
+    """What the reproduction trains (defaults: the full CPU run; :meth:`quick` for the demo)."""
+
+    dataset: str = "mnist-cue"
+    n_train: int = 10000
+    n_test: int = 2000
+    seeds: tuple[int, ...] = (0, 1, 2)
+    teacher_seed: int = 0
+    teacher_epochs: int = 14
+    student_epochs: int = 10
+    batch_size: int = 64
+    teacher_lr: float = 2e-3
+    student_lr: float = 4e-3
+    lk_teacher: str = "slak_pico"
+    lk_kwargs: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"patch_size": 4, "kernel_sizes": (17, 9, 5, 3), "small_kernel": 3}
+    )
+    vit_teacher: str = "kd_vit_micro"
+    vit_kwargs: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"patch_size": 8, "dynamic_img_size": True, "img_size": (32, 64)}
+    )
+    student: str = "kd_resnet_micro"
+    student_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    losses: tuple[str, ...] = ("kd", "fd")
+    kd_temperature: float = 3.0
+    kd_alpha: float = 0.9
+    fd_weight: float = 1.0
+    student_tap: int = -2
+    teacher_tap: int = -1
+    erf_images: int = 200
+    erf_scale: int = 3  # ERF measured on test canvases upsampled by this factor (RepLKNet resizes to 1024)
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls) -> ReproConfig:
+        """A <= 2.5-minute version for the project demo (one seed, less data, fewer epochs)."""
+        return cls(
+            n_train=3000,
+            n_test=1000,
+            seeds=(0,),
+            teacher_epochs=6,
+            student_epochs=5,
+            erf_images=50,
+            quick=True,
+        )
+
+    def validate(self) -> ReproConfig:
+        check_int("n_train", self.n_train, minimum=64)
+        check_int("n_test", self.n_test, minimum=1)
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        for name in self.losses:
+            if name not in ("kd", "nkd", "fd", "mgd"):
+                raise ValueError(f"losses must be among kd, nkd, fd, mgd, got {name!r}")
+        return self
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _erf(model: torch.nn.Module, images: torch.Tensor, scale: int) -> np.ndarray:
+    big = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+    return erf_map(model, big, batch_size=25)
+
+
+def _plot_accuracy(path: pathlib.Path, table: list[dict[str, Any]], teachers: dict[str, float]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    labels = [row["run"] for row in table]
+    means = [100 * row["student_acc_mean"] for row in table]
+    stds = [100 * row["student_acc_std"] for row in table]
+    colors = [
+        "gray"
+        if row["teacher"] == "none"
+        else ("tab:red" if row["teacher"] == "large-kernel" else "tab:blue")
+        for row in table
+    ]
+    ax.bar(range(len(table)), means, yerr=stds, color=colors, capsize=3)
+    for name, acc in teachers.items():
+        ax.axhline(
+            100 * acc,
+            linestyle="--",
+            linewidth=1,
+            color="tab:red" if name == "large-kernel" else "tab:blue",
+            label=f"{name} teacher",
+        )
+    ax.set_xticks(range(len(table)), labels, rotation=20, fontsize=8)
+    ax.set_ylabel("student test accuracy (%)")
+    ax.set_ylim(max(0, min(means) - 15), 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def run_reproduction(
+    out: str | pathlib.Path, data_dir: str | pathlib.Path, cfg: ReproConfig
+) -> dict[str, Any]:
+    """Run the whole protocol; write results.jsonl, PNGs and finally summary.json into ``out``."""
+    cfg.validate()
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = JsonlWriter(out / "results.jsonl")
+    train_data = load_dataset(cfg.dataset, data_dir, train=True, n=cfg.n_train, seed=0)
+    test_data = load_dataset(cfg.dataset, data_dir, train=False, n=cfg.n_test, seed=0)
+    shape = (train_data.in_chans, *train_data.image_size)
+    log.info("data: %s train %d, test %d, images %s", cfg.dataset, len(train_data), len(test_data), shape)
+    common = {"in_chans": train_data.in_chans, "num_classes": train_data.num_classes}
+
+    # 1. teachers -------------------------------------------------------------------------
+    teachers: dict[str, torch.nn.Module] = {}
+    teacher_rows: dict[str, dict[str, Any]] = {}
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    specs = {
+        "large-kernel": (cfg.lk_teacher, cfg.lk_kwargs),
+        "transformer": (cfg.vit_teacher, cfg.vit_kwargs),
+    }
+    for kind, (name, kwargs) in specs.items():
+        seed_everything(cfg.teacher_seed)
+        model = create_model(name, **common, **kwargs)
+        tcfg = TrainConfig(
+            epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.teacher_lr, seed=cfg.teacher_seed
+        )
+        result = train(model, train_data, test_data, tcfg, desc=f"teacher {kind}")
+        teachers[kind] = model
+        curves[f"{kind} teacher ({name})"] = (
+            [r["epoch"] for r in result["history"]],
+            [100 * r["test_acc"] for r in result["history"]],
+        )
+        teacher_rows[kind] = {
+            "kind": "teacher",
+            "teacher": kind,
+            "model": name,
+            "test_acc": result["test_acc"],
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_seconds": sum(result["epoch_seconds"]),
+        }
+        rows.append(teacher_rows[kind])
+        log.info("teacher %s (%s): test accuracy %.4f", kind, name, result["test_acc"])
+    teacher_curve_png = plot_curves(
+        out / "teacher_curves.png", curves, "epoch", "test accuracy (%)", title=f"teachers on {cfg.dataset}"
+    )
+
+    # 2. students ---------------------------------------------------------------------------
+    probe = create_model(cfg.student, **common, **cfg.student_kwargs)
+    s_channels = feature_channels(probe, shape, cfg.student_tap)[0]
+    caches = {
+        kind: cache_teacher_outputs(
+            model, train_data, tap=cfg.teacher_tap if {"fd", "mgd"} & set(cfg.losses) else None
+        )
+        for kind, model in teachers.items()
+    }
+    runs: list[tuple[str, str]] = [("none", "none")] + [
+        (kind, loss) for kind in teachers for loss in cfg.losses
+    ]
+    accs: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    erfs: dict[str, np.ndarray] = {}
+    erf_images = test_data.images[: cfg.erf_images]
+    for seed in cfg.seeds:
+        for kind, loss_name in runs:
+            seed_everything(seed)
+            student = create_model(cfg.student, **common, **cfg.student_kwargs)
+            if loss_name == "none":
+                loss_fn = create_loss("none")
+            elif loss_name in ("fd", "mgd"):
+                t_channels = caches[kind].features.shape[1]
+                extra = {"weight": cfg.fd_weight} if loss_name == "fd" else {}
+                loss_fn = create_loss(
+                    loss_name, student_channels=s_channels, teacher_channels=t_channels, **extra
+                )
+            elif loss_name == "kd":
+                loss_fn = create_loss("kd", temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+            else:
+                loss_fn = create_loss(loss_name)
+            scfg = TrainConfig(
+                epochs=cfg.student_epochs, batch_size=cfg.batch_size, lr=cfg.student_lr, seed=seed
+            )
+            result = train(
+                student,
+                train_data,
+                test_data,
+                scfg,
+                loss_fn,
+                teacher_cache=None if kind == "none" else caches[kind],
+                student_tap=cfg.student_tap,
+                desc=f"student {kind}/{loss_name} seed {seed}",
+            )
+            accs[(kind, loss_name)].append(result["test_acc"])
+            label = "scratch" if kind == "none" else f"{kind} {loss_name}"
+            row = {
+                "kind": "student",
+                "teacher": kind,
+                "loss": loss_name,
+                "seed": seed,
+                "test_acc": result["test_acc"],
+            }
+            if seed == cfg.seeds[0]:
+                erfs[f"student {label}"] = _erf(student, erf_images, cfg.erf_scale)
+                row["erf"] = erf_summary(erfs[f"student {label}"])
+            rows.append(row)
+            log.info("student %s seed %d: test accuracy %.4f", label, seed, result["test_acc"])
+
+    # 3. ERF of the teachers, table, plots, verdict -----------------------------------------
+    for kind, model in teachers.items():
+        erfs[f"teacher {kind}"] = _erf(model, erf_images, cfg.erf_scale)
+    table: list[dict[str, Any]] = []
+    for kind, loss_name in runs:
+        mean, std = _mean_std(accs[(kind, loss_name)])
+        label = "scratch" if kind == "none" else f"{kind} {loss_name}"
+        erf = erf_summary(erfs[f"student {label}"])
+        table.append(
+            {
+                "run": label,
+                "teacher": kind,
+                "loss": loss_name,
+                "teacher_acc": None if kind == "none" else teacher_rows[kind]["test_acc"],
+                "student_acc_mean": mean,
+                "student_acc_std": std,
+                "student_accs": accs[(kind, loss_name)],
+                **{f"erf_{k}": v for k, v in erf.items()},
+            }
+        )
+    for kind in teachers:
+        erf = erf_summary(erfs[f"teacher {kind}"])
+        table.append(
+            {
+                "run": f"teacher {kind}",
+                "teacher": kind,
+                "loss": "-",
+                "teacher_acc": teacher_rows[kind]["test_acc"],
+                "student_acc_mean": None,
+                "student_acc_std": None,
+                "student_accs": [],
+                **{f"erf_{k}": v for k, v in erf.items()},
+            }
+        )
+    student_table = [r for r in table if r["student_acc_mean"] is not None]
+    pngs = [
+        pathlib.Path(teacher_curve_png).name,
+        _plot_accuracy(
+            out / "student_accuracy.png", student_table, {k: r["test_acc"] for k, r in teacher_rows.items()}
+        ),
+        pathlib.Path(
+            plot_erf(
+                out / "erf_heatmaps.png", erfs, title=f"ERF (normalised) on {cfg.dataset} x{cfg.erf_scale}"
+            )
+        ).name,
+    ]
+    erf_curves = {r["run"]: (list(THRESHOLDS), [r[f"erf_area@{t:g}"] for t in THRESHOLDS]) for r in table}
+    pngs.append(
+        pathlib.Path(
+            plot_curves(
+                out / "erf_area_ratio.png",
+                erf_curves,
+                "threshold t",
+                "area ratio",
+                title="high-contribution area ratio",
+            )
+        ).name
+    )
+    verdict, reason = _verdict(cfg, accs, teacher_rows)
+    summary = {
+        "paper": PAPER,
+        "claim": CLAIM,
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "quick": cfg.quick,
+        "table": table,
+        "teachers": teacher_rows,
+        "seeds": list(cfg.seeds),
+        "pngs": pngs,
+        "seconds": time.perf_counter() - started,
+        "config": dataclasses.asdict(cfg),
+        "metadata": run_metadata(
+            seed=cfg.seeds[0], config=dataclasses.asdict(cfg), packages=("vision-kd", "timm")
+        ),
+    }
+    write_json(out / "summary.json", summary)  # last: the demo treats summary.json as "done"
+    log.info("verdict: %s (%s)", verdict, reason)
+    return summary
+
+
+def _verdict(
+    cfg: ReproConfig, accs: dict[tuple[str, str], list[float]], teachers: dict[str, dict[str, Any]]
+) -> tuple[str, str]:
+    """LK-taught vs ViT-taught student, per loss: a win needs a mean gap larger than the seed noise."""
+    wins, parts = 0, []
+    for loss_name in cfg.losses:
+        lk, vit = accs[("large-kernel", loss_name)], accs[("transformer", loss_name)]
+        (m_lk, s_lk), (m_vit, s_vit) = _mean_std(lk), _mean_std(vit)
+        noise = max(s_lk, s_vit, 0.005)
+        if m_lk - m_vit > noise:
+            wins += 1
+            parts.append(f"{loss_name}: LK-taught {100 * m_lk:.1f}% > ViT-taught {100 * m_vit:.1f}%")
+        elif m_vit - m_lk > noise:
+            parts.append(f"{loss_name}: ViT-taught {100 * m_vit:.1f}% > LK-taught {100 * m_lk:.1f}%")
+        else:
+            parts.append(
+                f"{loss_name}: LK-taught {100 * m_lk:.1f}% ~ ViT-taught {100 * m_vit:.1f}% (within seed noise)"
+            )
+    scratch = _mean_std(accs[("none", "none")])[0]
+    t_lk, t_vit = teachers["large-kernel"]["test_acc"], teachers["transformer"]["test_acc"]
+    reason = (
+        "; ".join(parts)
+        + f"; scratch student {100 * scratch:.1f}%; teachers LK {100 * t_lk:.1f}% vs ViT {100 * t_vit:.1f}%"
+        + f"; {len(cfg.seeds)} seed(s)"
+        + ("; quick run (demo scale), not a conclusion" if cfg.quick else "")
+    )
+    if wins == len(cfg.losses):
+        return "reproduced", reason
+    if wins > 0:
+        return "partly", reason
+    return "not reproduced at this scale", reason
