@@ -38,6 +38,9 @@ class TrainConfig:
     """One training run. ``sparse`` holds the DST/Chase settings (ignored for ``dense``)."""
 
     method: str = "chase"
+    dataset: str = "digits"
+    image_size: int = 28
+    train_limit: int = 0
     model: str = "small_cnn"
     width: float = 1.0
     epochs: int = 4
@@ -50,6 +53,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         check_choice("method", self.method, METHODS)
+        check_int("train_limit", self.train_limit, minimum=0)
         check_int("epochs", self.epochs, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         check_positive("lr", self.lr)
@@ -143,9 +147,11 @@ def train(
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         _restore_optimizer(optimizer, model, tensors)
         scheduler.load_state_dict(meta["scheduler"])
+        for group, lr in zip(optimizer.param_groups, meta["lrs"], strict=True):
+            group["lr"] = lr
         if masking is not None:
             masking.load_state_dict(
-                {k[5:]: v for k, v in tensors.items() if k.startswith("dst/")}, meta["dst"]
+                {k[4:]: v for k, v in tensors.items() if k.startswith("dst/")}, meta["dst"]
             )
         generator.set_state(tensors["batch_generator"])
         restore_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, meta["rng"])
@@ -185,6 +191,7 @@ def train(
             tensors |= _optimizer_tensors(optimizer, model)
             meta: dict[str, Any] = {"config": asdict(cfg), "epoch": epoch + 1, "history": history}
             meta["scheduler"] = scheduler.state_dict()
+            meta["lrs"] = [group["lr"] for group in optimizer.param_groups]
             if masking is not None:
                 dst_tensors, meta["dst"] = masking.state_dict()
                 tensors |= {f"dst/{k}": v for k, v in dst_tensors.items()}
