@@ -1,0 +1,289 @@
+"""Run ingredient training sequentially, in local worker processes, or on a Ray cluster.
+
+Ingredients never communicate (the paper's point): each task carries its spec, the shared
+config and (for a shared initialisation) the initial weights. Results stream back as they finish
+so the caller can save each one at once; a failed ingredient is retried ``max_retries`` times and
+then reported in :class:`IngredientFailure`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import torch
+
+from gnn_soup.data import GraphData
+from gnn_soup.training import IngredientResult, IngredientSpec, TrainConfig, TrainingContext, train_ingredient
+from research_utils.registry import Registry
+from research_utils.validation import check_int
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = Registry("executor")
+
+
+@dataclass
+class IngredientTask:
+    spec: IngredientSpec
+    config: TrainConfig
+    init_state: dict[str, torch.Tensor] | None = None
+
+
+class IngredientFailure(RuntimeError):
+    """Some ingredients failed after all retries; ``failures`` maps ingredient index to the error."""
+
+    def __init__(self, failures: dict[int, str]) -> None:
+        self.failures = failures
+        lines = "; ".join(f"ingredient {i}: {msg}" for i, msg in sorted(failures.items()))
+        super().__init__(f"{len(failures)} ingredient(s) failed after retries: {lines}")
+
+
+TaskFn = Callable[[TrainingContext, IngredientTask], IngredientResult]
+
+
+def run_task(context: TrainingContext, task: IngredientTask) -> IngredientResult:
+    return train_ingredient(context, task.spec, task.config, task.init_state)
+
+
+class Executor:
+    """Runs a batch of tasks and yields ``(task position, result or exception)`` as they finish."""
+
+    name = "base"
+
+    def __init__(self, task_fn: TaskFn = run_task) -> None:
+        self.task_fn = task_fn
+
+    def map(self, data: GraphData, tasks: list[IngredientTask]) -> Iterator[tuple[int, object]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers (process pools, Ray connections) held between calls."""
+
+
+@EXECUTORS.register("sequential")
+class SequentialExecutor(Executor):
+    """Everything in this process, one ingredient after the other (the reference for equality tests)."""
+
+    name = "sequential"
+
+    def map(self, data, tasks):
+        context = TrainingContext(data)
+        for position, task in enumerate(tasks):
+            try:
+                yield position, self.task_fn(context, task)
+            except Exception as exc:  # reported to the retry loop, never swallowed
+                yield position, exc
+
+
+_WORKER_CONTEXT: TrainingContext | None = None
+
+
+def _init_worker(data: GraphData) -> None:
+    global _WORKER_CONTEXT
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    _WORKER_CONTEXT = TrainingContext(data)
+
+
+def _worker_run(task_fn: TaskFn, task: IngredientTask) -> IngredientResult:
+    assert _WORKER_CONTEXT is not None, "worker not initialised"
+    return task_fn(_WORKER_CONTEXT, task)
+
+
+def _worker_ready() -> int:
+    return os.getpid()
+
+
+@EXECUTORS.register("process")
+class ProcessExecutor(Executor):
+    """A pool of ``workers`` spawned processes (one torch thread each) on this machine.
+
+    The pool is kept between :meth:`map` calls (and can be started early with :meth:`warm_up`);
+    a crashed worker breaks the pool, its unfinished tasks come back as errors and the next call
+    starts a fresh pool.
+    """
+
+    name = "process"
+
+    def __init__(self, workers: int = 2, task_fn: TaskFn = run_task) -> None:
+        super().__init__(task_fn)
+        self.workers = check_int("workers", workers, minimum=1)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_data_id: int | None = None
+
+    def _ensure_pool(self, data: GraphData) -> ProcessPoolExecutor:
+        if self._pool is not None and self._pool_data_id != id(data):
+            self.close()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(data,),
+            )
+            self._pool_data_id = id(data)
+        return self._pool
+
+    def warm_up(self, data: GraphData) -> None:
+        """Start every worker and load the data there before timing anything."""
+        pool = self._ensure_pool(data)
+        for future in [pool.submit(_worker_ready) for _ in range(self.workers * 2)]:
+            future.result()
+
+    def map(self, data, tasks):
+        pool = self._ensure_pool(data)
+        futures: dict[Future, int] = {}
+        try:
+            for position, task in enumerate(tasks):
+                futures[pool.submit(_worker_run, self.task_fn, task)] = position
+        except BrokenProcessPool as exc:
+            self.close()
+            for position in range(len(futures), len(tasks)):
+                yield position, exc
+        pending = set(futures)
+        broken = False
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                exc = future.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    broken = True
+                yield futures[future], exc if exc is not None else future.result()
+        if broken:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pool_data_id = None
+
+
+@EXECUTORS.register("ray")
+class RayExecutor(Executor):
+    """Ingredients as Ray tasks (one CPU each): a running cluster at ``address``, or a local
+    single-node cluster with ``num_cpus`` started on demand (Ray >= 2.4x dropped ``local_mode``).
+
+    The data set goes into Ray's object store once and every worker builds its own
+    :class:`TrainingContext` from it. Ray's own task retries are off: failures come back to
+    :func:`run_with_retries` like those of the other executors.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        task_fn: TaskFn = run_task,
+    ) -> None:
+        super().__init__(task_fn)
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ImportError("the Ray executor needs the 'ray' extra: pip install 'gnn-soup[ray]'") from None
+        self.address = address
+        self.num_cpus = num_cpus
+        self._started = False
+
+    def _ensure_ray(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.num_cpus, **kwargs)
+            self._started = True
+        return ray
+
+    def map(self, data, tasks):
+        ray = self._ensure_ray()
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
+        data_ref = ray.put(data)
+        refs = {remote.remote(self.task_fn, data_ref, task): position for position, task in enumerate(tasks)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield refs[ref], ray.get(ref)
+                except Exception as exc:
+                    yield refs[ref], exc
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
+_RAY_CONTEXTS: dict[int, TrainingContext] = {}
+
+
+def _ray_run(task_fn: TaskFn, data: GraphData, task: IngredientTask) -> IngredientResult:
+    torch.set_num_threads(1)
+    key = id(data)
+    if key not in _RAY_CONTEXTS:
+        _RAY_CONTEXTS.clear()
+        _RAY_CONTEXTS[key] = TrainingContext(data)
+    return task_fn(_RAY_CONTEXTS[key], task)
+
+
+def create_executor(name: str, workers: int = 2, ray_address: str | None = None, **kwargs) -> Executor:
+    """``sequential``, ``process`` (``workers`` local processes) or ``ray`` (``ray_address`` or local)."""
+    if name == "process":
+        return ProcessExecutor(workers=workers, **kwargs)
+    if name == "ray":
+        return RayExecutor(address=ray_address, num_cpus=workers if not ray_address else None, **kwargs)
+    return EXECUTORS.create(name, **kwargs)
+
+
+def run_with_retries(
+    executor: Executor,
+    data: GraphData,
+    tasks: list[IngredientTask],
+    on_result: Callable[[IngredientResult], None],
+    max_retries: int = 1,
+) -> list[IngredientResult]:
+    """Run ``tasks``; ``on_result`` sees each result as it arrives (save it there).
+
+    Failed tasks are re-run up to ``max_retries`` times; what still fails raises
+    :class:`IngredientFailure` after all other tasks finished and were handed to ``on_result``.
+    """
+    check_int("max_retries", max_retries, minimum=0)
+    results: dict[int, IngredientResult] = {}
+    remaining = list(tasks)
+    errors: dict[int, str] = {}
+    for attempt in range(max_retries + 1):
+        if not remaining:
+            break
+        failed: list[IngredientTask] = []
+        for position, outcome in executor.map(data, remaining):
+            task = remaining[position]
+            if isinstance(outcome, BaseException):
+                errors[task.spec.index] = f"{type(outcome).__name__}: {outcome}"
+                log.warning(
+                    "ingredient %d failed (attempt %d of %d): %s",
+                    task.spec.index,
+                    attempt + 1,
+                    max_retries + 1,
+                    errors[task.spec.index],
+                )
+                failed.append(task)
+            else:
+                errors.pop(task.spec.index, None)
+                results[task.spec.index] = outcome
+                on_result(outcome)
+        remaining = failed
+    if remaining:
+        raise IngredientFailure({t.spec.index: errors[t.spec.index] for t in remaining})
+    return [results[t.spec.index] for t in tasks]
