@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 import typer
 
 from llm_sparsity import __version__
@@ -12,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+log = logging.getLogger("llm_sparsity")
 
 
 def _version_callback(value: bool) -> None:
@@ -25,5 +30,425 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
     ),
+    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
 ) -> None:
     """Essential Sparsity, Junk DNA Hypothesis, Instant Soup Pruning and SMC-Bench for pre-trained transformers."""
+    from research_utils.logs import setup_logging
+
+    setup_logging(log_level)
+
+
+def _setup_torch() -> None:
+    from research_utils.torch_utils import set_torch_threads
+
+    set_torch_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+
+def _floats(text: str, name: str) -> list[float]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise typer.BadParameter(f"{name} is empty; give comma-separated values like 0.2,0.5")
+    try:
+        return [float(p) for p in parts]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from exc
+
+
+def _names(text: str, name: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise typer.BadParameter(f"{name} is empty")
+    return parts
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _task(data_dir: str | None, n_train: int, n_eval: int, source: str = "mawps-asdiv-a_svamp"):
+    from llm_sparsity.tasks import RetrievalTask, load_arithmetic
+    from research_utils.data import resolve_data_dir
+
+    return RetrievalTask.from_problems(load_arithmetic(resolve_data_dir(data_dir), source), n_train, n_eval)
+
+
+MODEL_HELP = "Hugging Face model name or local directory; 'minilm' = the offline all-MiniLM-L6-v2."
+
+
+@app.command()
+def prune(
+    out: Path = typer.Option(..., "--out", help="Directory for the pruned model (safetensors) and mask."),
+    model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
+    sparsity: float = typer.Option(
+        0.5, "--sparsity", help="Fraction of targeted weights to prune, in [0, 1)."
+    ),
+    method: str = typer.Option("magnitude", "--method", help="Score: magnitude, random, snip, wanda."),
+    allocation: str = typer.Option("global", "--allocation", help="global, layer, row or nm."),
+    nm: str = typer.Option(None, "--nm", help="N:M pattern for --allocation nm, e.g. 2:4 (keep 2 of 4)."),
+    preset: str = typer.Option("essential", "--preset", help="Targets: essential, junk_dna, all_linear."),
+    pattern: list[str] = typer.Option(
+        [], "--pattern", help="Extra regex over parameter names to prune (repeatable)."
+    ),
+    include_embeddings: bool = typer.Option(False, "--include-embeddings", help="Also prune embeddings."),
+    include_head: bool = typer.Option(False, "--include-head", help="Also prune the task head."),
+    data_dir: str = typer.Option(
+        None, "--data-dir", help="Data directory (for wanda/snip calibration text)."
+    ),
+    calibration: int = typer.Option(
+        64, "--calibration-samples", help="Word problems used as calibration text."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed (random scores, calibration sample)."),
+) -> None:
+    """One-shot pruning of a pre-trained model; saves it as safetensors together with its mask."""
+    import torch
+
+    from llm_sparsity.models import load_pretrained, tokenize
+    from llm_sparsity.pruning import prune as prune_model
+    from llm_sparsity.saving import save_pruned
+    from llm_sparsity.targets import select_targets
+
+    _setup_torch()
+    try:
+        net, tokenizer = load_pretrained(model)
+        targets = select_targets(
+            net, preset, patterns=pattern, include_embeddings=include_embeddings, include_head=include_head
+        )
+        kwargs = {"generator": torch.Generator().manual_seed(seed)}
+        if method in ("wanda", "snip"):
+            task = _task(data_dir, calibration, 1)
+            batches = tokenize(tokenizer, [p.question for p in task.train], batch_size=16).batches
+            kwargs["calibration"] = batches
+            if method == "snip":  # masked-LM-free proxy loss: mean squared hidden state
+                kwargs["loss_fn"] = lambda m, b: m(**b).last_hidden_state.pow(2).mean()
+        masks = prune_model(
+            net, targets, None if allocation == "nm" else sparsity, method, allocation, nm=nm, **kwargs
+        )
+        save_pruned(
+            net,
+            masks,
+            out,
+            tokenizer,
+            meta={
+                "model": model,
+                "method": method,
+                "allocation": allocation,
+                "nm": nm,
+                "preset": preset,
+                "seed": seed,
+            },
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    typer.echo(
+        f"pruned {masks.n_total - masks.n_active} of {masks.n_total} weights "
+        f"(sparsity {masks.sparsity():.4f}) -> {out}"
+    )
+
+
+@app.command()
+def curve(
+    out: Path = typer.Option(..., "--out", help="Output directory (curve.json, curve.png)."),
+    model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
+    sparsities: str = typer.Option(
+        "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "--sparsities", help="Comma-separated grid."
+    ),
+    methods: str = typer.Option("magnitude,random", "--methods", help="Comma-separated scores."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory holding arithmetic/."),
+    n_train: int = typer.Option(400, "--n-train", help="Training problems for the ridge head."),
+    n_eval: int = typer.Option(300, "--n-eval", help="Evaluation problems."),
+    delta: float = typer.Option(
+        0.01, "--delta", help="Tolerance (accuracy points / 100) of the essential sparsity."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+) -> None:
+    """Sparsity-performance curve (equation retrieval, N=4) with the essential sparsity (tolerance and knee)."""
+    from llm_sparsity.curves import essential_sparsity
+    from llm_sparsity.junk_dna import run_difficulty_curves
+    from llm_sparsity.models import load_pretrained
+    from llm_sparsity.probe import RetrievalSuite
+    from llm_sparsity.targets import select_targets
+    from llm_sparsity.tasks import Level
+    from research_utils.results import plot_curves, write_json
+
+    _setup_torch()
+    try:
+        grid = _floats(sparsities, "--sparsities")
+        if 0.0 not in grid:
+            grid = [0.0, *grid]
+        net, tokenizer = load_pretrained(model)
+        task = _task(data_dir, n_train, n_eval)
+        suite = RetrievalSuite(task, tokenizer, [Level("options", 4, n_candidates=4)], seeds=[seed])
+        rows = run_difficulty_curves(
+            net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    out.mkdir(parents=True, exist_ok=True)
+    dense = next(r["accuracy"] for r in rows if r["method"] == "dense")
+    curves, es = {}, {}
+    for m in _names(methods, "--methods"):
+        xs = sorted(grid)
+        ys = [
+            dense if s == 0 else next(r["accuracy"] for r in rows if r["method"] == m and r["sparsity"] == s)
+            for s in xs
+        ]
+        curves[m] = (xs, ys)
+        es[m] = essential_sparsity(xs, ys, delta).as_dict()
+    vlines = {f"{m}: knee {v['knee']:.2f}": v["knee"] for m, v in es.items()}
+    plot_curves(
+        out / "curve.png", curves, "sparsity", "accuracy (N=4)", "Sparsity-performance curve", vlines=vlines
+    )
+    write_json(out / "curve.json", {"rows": rows, "essential_sparsity": es})
+    for m, v in es.items():
+        typer.echo(
+            f"{m}: essential sparsity (tolerance {delta:g}) {v['tolerance']:.2f}, knee {v['knee']:.2f}"
+        )
+
+
+@app.command("junk-dna")
+def junk_dna(
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
+    sparsities: str = typer.Option(
+        "0,0.2,0.4,0.5,0.6,0.7,0.8,0.9", "--sparsities", help="Comma-separated grid."
+    ),
+    methods: str = typer.Option("magnitude,random", "--methods", help="Comma-separated scores."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory holding arithmetic/."),
+    n_train: int = typer.Option(400, "--n-train", help="Training problems."),
+    n_eval: int = typer.Option(300, "--n-eval", help="Evaluation problems."),
+) -> None:
+    """Task-difficulty study: curves per difficulty level (options, distractors, train data, complexity)."""
+    from llm_sparsity.junk_dna import difficulty_trend, run_difficulty_curves
+    from llm_sparsity.models import load_pretrained
+    from llm_sparsity.probe import RetrievalSuite
+    from llm_sparsity.targets import select_targets
+    from llm_sparsity.tasks import DEFAULT_LEVELS
+    from research_utils.results import write_json
+
+    _setup_torch()
+    try:
+        grid = sorted({0.0, *_floats(sparsities, "--sparsities")})
+        net, tokenizer = load_pretrained(model)
+        task = _task(data_dir, n_train, n_eval)
+        suite = RetrievalSuite(
+            task, tokenizer, DEFAULT_LEVELS, seeds=[int(s) for s in _floats(seeds, "--seeds")]
+        )
+        rows = run_difficulty_curves(
+            net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    hi = max(grid)
+    trend = difficulty_trend(rows, "magnitude", (0.5, hi)) if "magnitude" in methods else {}
+    write_json(Path(out) / "junk_dna.json", {"rows": rows, "trend_magnitude": trend})
+    for axis, t in trend.items():
+        typer.echo(f"{axis}: mean drop easy->hard {[round(d, 3) for d in t['mean_drop']]}")
+
+
+@app.command()
+def isp(
+    out: Path = typer.Option(..., "--out", help="Output directory (isp.json, pruned model)."),
+    model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
+    sparsity: float = typer.Option(0.7, "--sparsity", help="Target sparsity in [0, 1)."),
+    rounds: int = typer.Option(3, "--rounds", help="Weak-mask rounds."),
+    masks: int = typer.Option(4, "--masks", help="Weak masks per round (>= 1)."),
+    weak_steps: int = typer.Option(2, "--weak-steps", help="Training steps per weak mask."),
+    main_steps: int = typer.Option(1, "--main-steps", help="Main-model steps per round."),
+    final_steps: int = typer.Option(15, "--final-steps", help="Sparse fine-tuning steps at the end."),
+    aggregation: str = typer.Option(
+        "union", "--aggregation", help="union, intersection, vote, score_average."
+    ),
+    vote_k: int = typer.Option(None, "--vote-k", help="k of the k-of-n vote (default: majority)."),
+    compare: bool = typer.Option(
+        False, "--compare", help="Also run IMP and one-shot with the same final steps."
+    ),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory holding arithmetic/."),
+    n_train: int = typer.Option(400, "--n-train", help="Training problems."),
+    n_eval: int = typer.Option(200, "--n-eval", help="Evaluation problems."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+) -> None:
+    """Instant Soup Pruning on equation retrieval (optionally against IMP and one-shot)."""
+    from llm_sparsity.experiments import MC_LEVEL, compare_isp_imp
+    from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer, items_from_task, mc_accuracy
+    from llm_sparsity.isp import ISPConfig, instant_soup_pruning
+    from llm_sparsity.models import load_pretrained
+    from llm_sparsity.saving import save_pruned
+    from llm_sparsity.targets import select_targets
+    from research_utils.results import write_json
+
+    _setup_torch()
+    try:
+        cfg = ISPConfig(
+            target_sparsity=sparsity,
+            rounds=rounds,
+            n_masks=masks,
+            weak_steps=weak_steps,
+            main_steps=main_steps,
+            final_steps=final_steps,
+            aggregation=aggregation,
+            vote_k=vote_k,
+            seed=seed,
+        )
+        net, tokenizer = load_pretrained(model)
+        task = _task(data_dir, n_train, n_eval)
+        trainer = RetrievalTrainer(task, tokenizer, FinetuneConfig(train_level=MC_LEVEL))
+        eval_items = items_from_task(task, MC_LEVEL, 0, "eval")
+        targets = select_targets(net, "essential")
+
+        def evaluate(m):
+            return mc_accuracy(m, tokenizer, eval_items)
+
+        if compare:
+            rows, overlaps = compare_isp_imp(
+                net,
+                targets,
+                trainer,
+                evaluate,
+                sparsity,
+                final_steps=final_steps,
+                imp_rounds=rounds,
+                imp_steps=10 * (weak_steps * masks + main_steps),
+                isp=cfg,
+                seed=seed,
+            )
+            write_json(Path(out) / "isp.json", {"rows": rows, "overlaps": overlaps})
+            for r in rows:
+                typer.echo(
+                    f"{r['method']}: accuracy {r['accuracy']:.3f}, steps {r['total_steps']}, {r['seconds']:.1f}s"
+                )
+            return
+        res = instant_soup_pruning(net, targets, trainer, cfg)
+        acc = evaluate(net)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    save_pruned(net, res.masks, Path(out) / "model", tokenizer, meta={"method": "isp", **cfg.__dict__})
+    write_json(Path(out) / "isp.json", {"accuracy": acc, "cost": res.cost.as_dict(), "history": res.history})
+    typer.echo(f"ISP: sparsity {res.masks.sparsity():.3f}, accuracy {acc:.3f}, cost {res.cost.as_dict()}")
+
+
+@app.command("smc-bench")
+def smc_bench(
+    out: Path = typer.Option(..., "--out", help="Output directory; results.jsonl there is resumed."),
+    methods: str = typer.Option("omp_before,random,imp,gmp", "--methods", help="Comma-separated methods."),
+    sparsities: str = typer.Option(
+        None, "--sparsities", help="Comma-separated grid (default 1-0.8^k, k=1..5)."
+    ),
+    tasks: str = typer.Option(
+        "svamp", "--tasks", help="Comma-separated tasks (svamp, svamp-hard, mawps, csqa, ...)."
+    ),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    steps: int = typer.Option(10, "--steps", help="Fine-tuning steps per cell."),
+    model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory."),
+    n_train: int = typer.Option(400, "--n-train", help="Training items per task."),
+    n_eval: int = typer.Option(200, "--n-eval", help="Evaluation items per task."),
+    tolerance: float = typer.Option(
+        0.01, "--tolerance", help="Accuracy drop below dense that counts as failing."
+    ),
+) -> None:
+    """SMC-Bench-style runner: methods x sparsities x tasks x seeds, resumable JSONL, summary and plots."""
+    from llm_sparsity.models import load_pretrained
+    from llm_sparsity.smc_bench import (
+        METHODS,
+        TASKS,
+        Budget,
+        TaskUnavailable,
+        default_sparsities,
+        load_task,
+        run_benchmark,
+        summarize,
+    )
+    from llm_sparsity.targets import select_targets
+    from research_utils.data import resolve_data_dir
+    from research_utils.results import write_json
+    from research_utils.validation import check_choice
+
+    _setup_torch()
+    try:
+        method_list = _names(methods, "--methods")
+        for m in method_list:
+            check_choice("method", m, METHODS.names())
+        task_list = _names(tasks, "--tasks")
+        for t in task_list:
+            check_choice("task", t, TASKS.names())
+        grid = _floats(sparsities, "--sparsities") if sparsities is not None else default_sparsities(5)
+        budget = Budget(steps=steps)
+        net, tokenizer = load_pretrained(model)
+        bundles = {}
+        for t in task_list:
+            try:
+                bundles[t] = load_task(
+                    t, resolve_data_dir(data_dir), tokenizer, budget, n_train=n_train, n_eval=n_eval
+                )
+            except TaskUnavailable as exc:
+                log.warning("skipping task %s: %s", t, exc)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = run_benchmark(
+            net,
+            select_targets(net, "essential"),
+            bundles,
+            method_list,
+            grid,
+            [int(s) for s in _floats(seeds, "--seeds")],
+            out / "results.jsonl",
+            budget,
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    summary = summarize(rows, out, tolerance)
+    write_json(out / "summary.json", summary)
+    typer.echo(f"first failing sparsity: {summary['first_failing_sparsity']}")
+
+
+@app.command("smc-report")
+def smc_report(
+    results: Path = typer.Option(..., "--results", help="results.jsonl written by smc-bench."),
+    out: Path = typer.Option(None, "--out", help="Output directory (default: next to the results)."),
+    tolerance: float = typer.Option(
+        0.01, "--tolerance", help="Accuracy drop below dense that counts as failing."
+    ),
+) -> None:
+    """Summary table, first failing sparsity per method and task, and plots from a results file."""
+    from llm_sparsity.smc_bench import summarize
+    from research_utils.results import read_jsonl, write_json
+
+    if not results.is_file():
+        _fail(FileNotFoundError(f"results file {results} does not exist"))
+    rows = read_jsonl(results)
+    if not rows:
+        _fail(ValueError(f"{results} holds no valid rows"))
+    out = out or results.parent
+    summary = summarize(rows, out, tolerance)
+    write_json(out / "smc_report.json", summary)
+    for t in summary["table"]:
+        typer.echo(
+            f"{t['task']:12s} {t['method']:12s} s={t['sparsity']:.3f} acc={t['accuracy']:.3f} (n={t['n_seeds']})"
+        )
+    typer.echo(f"first failing sparsity: {summary['first_failing_sparsity']}")
+
+
+@app.command()
+def reproduce(
+    out: Path = typer.Option(Path("results/reproduce/llm-sparsity"), "--out", help="Output directory."),
+    data_dir: str = typer.Option(
+        None, "--data-dir", help="Data directory holding arithmetic/ (else $RESEARCH_DATA_DIR)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Small demo run (<= 2.5 minutes on one core)."),
+    full: bool = typer.Option(
+        False, "--full", help="Larger run for a GPU/many cores: more problems, seeds and steps."
+    ),
+) -> None:
+    """Reproduce all four papers at small scale on MiniLM and real word problems; summary.json last."""
+    from llm_sparsity.reproduce import ReproConfig, run_reproduction
+    from research_utils.data import resolve_data_dir
+
+    _setup_torch()
+    cfg = ReproConfig.full() if full else (ReproConfig.quick() if quick else ReproConfig())
+    try:
+        summary = run_reproduction(out, resolve_data_dir(data_dir, must_exist=True), quick=quick, config=cfg)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    typer.echo(f"{summary['verdict']}: {summary['verdict_reason']}")
+    typer.echo(f"results in {out}")

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_sparsity.junk_dna import difficulty_trend, normalise, quantize_weights
+from llm_sparsity.probe import RetrievalSuite, RidgeProbe, episode_accuracy
+from llm_sparsity.targets import select_targets
+from llm_sparsity.tasks import (
+    DEFAULT_LEVELS,
+    Level,
+    Problem,
+    RetrievalTask,
+    infix_to_prefix,
+    load_arithmetic,
+    near_miss_variants,
+    render,
+)
+
+
+def test_infix_prefix_render_roundtrip() -> None:
+    prefix = infix_to_prefix(["(", "76.0", "-", "25.0", ")", "*", "3"])
+    assert prefix == ("*", "-", "76.0", "25.0", "3")
+    assert render(prefix) == "( 76.0 - 25.0 ) * 3"
+    assert infix_to_prefix(["a", "+", "b", "*", "c"]) == ("+", "a", "*", "b", "c")
+    with pytest.raises(ValueError, match="unbalanced"):
+        infix_to_prefix(["(", "a", "+", "b"])
+
+
+def test_near_miss_variants_by_hand() -> None:
+    v = {render(p) for p in near_miss_variants(("-", "number0", "number1"))}
+    assert v == {"number0 + number1", "number0 * number1", "number0 / number1", "number1 - number0"}
+    nested = near_miss_variants(("+", "-", "a", "b", "c"))
+    assert ("+", "c", "-", "a", "b") in nested  # swap at the root
+    assert ("+", "-", "b", "a", "c") in nested  # swap in the subtree
+    assert all(len(p) == 5 for p in nested)
+
+
+def _toy_task() -> RetrievalTask:
+    ops = ["+", "-", "*", "/"]
+    train, dev = [], []
+    for i in range(40):
+        op = ops[i % 4]
+        prefix = (op, "number0", "number1") if i % 3 else (op, "number1", "number0")
+        (train if i < 30 else dev).append(
+            Problem(f"question {i} with op {op}", prefix, "train" if i < 30 else "dev")
+        )
+    dev.append(Problem("two ops", ("+", "*", "number0", "number1", "number2"), "dev"))
+    return RetrievalTask(train, dev)
+
+
+def test_episodes_are_deterministic_and_well_formed() -> None:
+    task = _toy_task()
+    level = Level("distractors", 1.0, n_candidates=4, near_miss=1.0)
+    a, b = task.episodes(level, seed=3), task.episodes(level, seed=3)
+    assert a == b and a != task.episodes(level, seed=4)
+    for e in a:
+        gold = task.eval[e.question]
+        assert e.candidates[e.gold] == gold.template
+        assert len(set(e.candidates)) == 4
+        near = {render(v) for v in near_miss_variants(gold.prefix)}
+        assert all(c in near for i, c in enumerate(e.candidates) if i != e.gold)
+    assert len(task.episodes(Level("complexity", 2, n_ops=2))) == 1
+    with pytest.raises(ValueError, match="distinct equations"):
+        task.episodes(Level("options", 64, n_candidates=64))
+
+
+def test_ridge_probe_closed_form() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 4, generator=g)
+    w = torch.randn(4, 3, generator=g)
+    probe = RidgeProbe.fit(x, x @ w, l2=1e-8)
+    assert torch.allclose(probe.weight, w, atol=1e-4)
+    lam = 2.0
+    expected = torch.linalg.solve(x.T @ x + lam * torch.eye(4), x.T @ (x @ w))
+    assert torch.allclose(RidgeProbe.fit(x, x @ w, l2=lam).weight, expected, atol=1e-5)
+    assert episode_accuracy(
+        [torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 2.0])], [0, 1]
+    ) == pytest.approx(0.75)
+
+
+def test_suite_runs_on_tiny_model_and_normalises() -> None:
+    from llm_sparsity.models import build_word_tokenizer, create_model
+
+    task = _toy_task()
+    tok = build_word_tokenizer([p.question for p in task.train + task.eval] + task.templates, 128)
+    model = create_model("tiny_bert", vocab_size=128)
+    levels = [Level("options", 2, n_candidates=2), Level("options", 4, n_candidates=4)]
+    suite = RetrievalSuite(task, tok, levels, seeds=[0, 1])
+    rows = suite.evaluate(model)
+    assert len(rows) == 4 and all(0 <= r["accuracy"] <= 1 for r in rows)
+    rows = normalise(
+        [{**r, "method": "dense", "sparsity": 0.0} for r in rows]
+        + [{**r, "method": "magnitude", "sparsity": 0.5, "accuracy": r["chance"]} for r in rows]
+    )
+    for r in rows:
+        if r["method"] == "magnitude" and r["normalised"] is not None:
+            assert r["normalised"] == pytest.approx(0.0) and r["drop"] == pytest.approx(1.0)
+
+
+def test_difficulty_trend_orders_levels() -> None:
+    rows = [
+        {"method": "magnitude", "sparsity": 0.6, "axis": "train_data", "value": v, "drop": d, "seed": 0}
+        for v, d in ((1.0, 0.1), (0.25, 0.2), (0.05, 0.5))
+    ]
+    t = difficulty_trend(rows, "magnitude", (0.5, 0.8))["train_data"]
+    assert t["levels_easy_to_hard"] == [1.0, 0.25, 0.05]
+    assert t["spearman_drop_vs_difficulty"] == pytest.approx(1.0)
+    assert t["hardest_minus_easiest"] == pytest.approx(0.4)
+
+
+def test_quantize_weights_levels(tiny) -> None:
+    targets = select_targets(tiny, "essential")
+    quantize_weights(tiny, targets, 3)
+    for p in targets.parameters(tiny).values():
+        for row in p.detach():
+            assert len(torch.unique(row)) <= 7  # 2^(3-1) - 1 = 3 levels per sign plus zero
+
+
+def test_real_arithmetic_data(arithmetic_dir) -> None:
+    problems = load_arithmetic(arithmetic_dir)
+    assert {p.split for p in problems} == {"train", "dev"}
+    assert sum(p.split == "dev" for p in problems) == 1000
+    svamp = load_arithmetic(arithmetic_dir, "svamp")
+    assert len(svamp) == 1000
+    assert svamp[0].template == "number0 - number1"  # "76 dollars ... discount of 25": ( 76.0 - 25.0 )
+    task = RetrievalTask.from_problems(problems, 100, 50)
+    eps = task.episodes(DEFAULT_LEVELS[0])
+    assert len(eps) == 50
+    with pytest.raises(FileNotFoundError, match="arithmetic"):
+        load_arithmetic(arithmetic_dir / "nowhere")
