@@ -200,7 +200,9 @@ class MaskSet:
         if not scores:
             raise ValueError("scores is empty: no parameter is targeted")
         if allocation == "layer":
-            return cls.from_densities(scores, {n: 1.0 - sparsity for n in scores}, transform=transform)
+            return cls(
+                {n: _prune_k(_scores(s, transform), round(sparsity * s.numel())) for n, s in scores.items()}
+            )
         if allocation == "row":
             return cls({n: _row_mask(_scores(s, transform), sparsity) for n, s in scores.items()})
         total = sum(s.numel() for s in scores.values())
@@ -227,14 +229,7 @@ class MaskSet:
             if name not in densities:
                 raise ValueError(f"no density given for {name!r}")
             d = check_range(f"density of {name!r}", densities[name], 0.0, 1.0)
-            k = s.numel() - round(d * s.numel())  # number pruned
-            sc = _scores(s, transform)
-            if k == 0:
-                masks[name] = torch.ones(s.shape, dtype=torch.bool, device=s.device)
-                continue
-            threshold = kth_smallest([sc], k)
-            below = int((sc < threshold).sum())
-            masks[name], _ = _prune_lowest(sc, threshold, k - below)
+            masks[name] = _prune_k(_scores(s, transform), s.numel() - round(d * s.numel()))
         return cls(masks)
 
     @classmethod
@@ -413,6 +408,15 @@ class MaskSet:
         if bad:
             raise ValueError(f"mask file {path}: tensor {bad[0]!r} is not boolean")
         return cls(tensors)
+
+
+def _prune_k(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep-mask of one tensor with exactly its ``k`` lowest scores pruned (tie rule as above)."""
+    if k == 0:
+        return torch.ones(score.shape, dtype=torch.bool, device=score.device)
+    threshold = kth_smallest([score], k)
+    below = int((score < threshold).sum())
+    return _prune_lowest(score, threshold, k - below)[0]
 
 
 def _row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
