@@ -64,9 +64,9 @@ def test_bad_inputs_get_clear_errors(jet):
     planner = GPMP2Planner(PlannerConfig(n_states=5))
     with pytest.raises(ValueError, match=r"start \(1500.0, 750.0\) is inside or too close to an obstacle"):
         planner.plan((1500.0, 750.0), (2800.0, 750.0), jet.env, jet.current)
-    with pytest.raises(ValueError, match="goal .* is outside the map"):
+    with pytest.raises(ValueError, match=r"goal .* is outside the map"):
         planner.plan((150.0, 750.0), (5000.0, 750.0), jet.env, jet.current)
-    with pytest.raises(ValueError, match="horizon must be > 0, got -5"):
+    with pytest.raises(ValueError, match=r"horizon must be > 0, got -5"):
         planner.plan((150.0, 750.0), (2800.0, 750.0), jet.env, jet.current, horizon=-5.0)
     with pytest.raises(ValueError, match="horizon must be > 0"):
         PlannerConfig(horizon=0.0).validate()

@@ -51,7 +51,7 @@ def jet_island() -> Scenario:
         ((150.0, 600.0), (2850.0, 900.0)),
         ((150.0, 900.0), (2850.0, 600.0)),
     ]
-    return Scenario("jet-island", jet_island.__doc__ or "", Environment(occ), current, pairs, 2400.0, 1.2)
+    return Scenario("jet-island", jet_island.__doc__ or "", Environment(occ), current, pairs, 3000.0, 1.2)
 
 
 @SCENARIOS.register("double-gyre")

@@ -1,0 +1,386 @@
+"""Small reproduction of arXiv 2307.03355's main effect: current-aware spatiotemporal GPMP2 saves energy.
+
+Three experiments, every planner evaluated on the *true* current field:
+
+1. ``jet-island``: an eastward jet passes north of an island. Current-aware GPMP2 should take
+   the jet side and spend far less energy than current-blind GPMP2 (bench goal: ratio <= 0.4).
+2. ``double-gyre``: a time-varying double gyre with islands. Planning with the spatiotemporal
+   field should beat the field frozen at t0, which should beat current-blind planning.
+3. ``gp-predicted``: the same gyre known only from sparse noisy observations; GPMP2 on the GP's
+   mean (and with its uncertainty) should come close to planning with the true field. The full
+   run adds receding-horizon replanning with a GP fed by the vehicle's own measurements.
+
+Grid A* (length cost, and Zermelo minimum time at a fixed through-water speed) runs on the same
+problems. Finished rows go to ``rows.jsonl`` (a rerun with the same settings resumes);
+``summary.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from research_utils.logs import progress
+from research_utils.metadata import run_metadata
+from research_utils.results import JsonlWriter, read_jsonl, write_json
+from research_utils.seeding import seed_everything
+from usv_planner.astar import GridAStar
+from usv_planner.currents import CurrentField
+from usv_planner.gp_current import GPHyperparameters, SpatioTemporalGP
+from usv_planner.planner import GPMP2Planner, PlannerConfig
+from usv_planner.plotting import plot_bars, plot_gp_estimate, plot_paths
+from usv_planner.replanning import receding_horizon
+from usv_planner.scenarios import Scenario, make_scenario
+
+__all__ = ["ReproductionConfig", "run_reproduction"]
+
+log = logging.getLogger(__name__)
+
+PAPER = (
+    "Meng et al., 'Efficient Path Planning for Unmanned Surface Vehicles with a Spatiotemporal "
+    "Ocean-Current Factor' (GPMP2 + spatiotemporal current factor), arXiv 2307.03355"
+)
+CLAIM = (
+    "Adding a spatiotemporal ocean-current factor (currents tracked/predicted by Bayesian inference) "
+    "to GPMP2 yields smooth, collision-free USV paths that need much less energy than current-blind "
+    "planning; predicting the time variation beats a frozen snapshot, and a field inferred from sparse "
+    "observations performs close to the true one."
+)
+
+
+@dataclasses.dataclass
+class ReproductionConfig:
+    """Sizes of the reproduction; ``quick`` trims pairs, initialisations and states."""
+
+    quick: bool = False
+    seed: int = 0
+    n_states: int = 40
+    bulges: tuple[float, ...] = (0.0, 0.25, -0.25, 0.5, -0.5)
+    max_pairs: int = 4
+    gp_observations: int = 80
+    gp_noise: float = 0.05
+    astar_resolution: float = 50.0
+    receding_horizon: bool = True
+
+    @classmethod
+    def for_mode(cls, quick: bool, seed: int = 0) -> ReproductionConfig:
+        if quick:
+            return cls(
+                quick=True,
+                seed=seed,
+                n_states=30,
+                bulges=(0.0, 0.3, -0.3),
+                max_pairs=1,
+                receding_horizon=False,
+            )
+        return cls(seed=seed)
+
+
+def _planner_config(cfg: ReproductionConfig, scenario: Scenario, **overrides: Any) -> PlannerConfig:
+    base = PlannerConfig(
+        n_states=cfg.n_states,
+        horizon=scenario.horizon,
+        qc=4.0,
+        energy_weight=20.0,
+        obstacle_sigma=0.003,
+        bulges=cfg.bulges,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def _gp_field(scenario: Scenario, cfg: ReproductionConfig) -> tuple[CurrentField, np.ndarray, dict[str, Any]]:
+    """Fit the spatiotemporal GP to sparse noisy observations of the true field; cache it on a grid."""
+    rng = np.random.default_rng(cfg.seed + 17)
+    xmin, xmax, ymin, ymax = scenario.env.bounds
+    n = cfg.gp_observations
+    xyt = np.column_stack(
+        [rng.uniform(xmin, xmax, n), rng.uniform(ymin, ymax, n), rng.uniform(0.0, scenario.horizon, n)]
+    )
+    free = scenario.env.sdf.distance(xyt[:, :2]) > 0
+    xyt = xyt[free]
+    vel = scenario.current.velocity(xyt[:, :2], xyt[:, 2])[0] + cfg.gp_noise * rng.normal(size=(len(xyt), 2))
+    gp = SpatioTemporalGP(GPHyperparameters(500.0, 500.0, 1800.0, 0.5, 0.1)).fit(xyt, vel)
+    field = gp.to_field(
+        np.linspace(xmin, xmax, 81), np.linspace(ymin, ymax, 41), np.linspace(0.0, scenario.horizon, 9)
+    )
+    q = np.column_stack(
+        [
+            rng.uniform(xmin, xmax, 2000),
+            rng.uniform(ymin, ymax, 2000),
+            rng.uniform(0.0, scenario.horizon, 2000),
+        ]
+    )
+    err = field.velocity(q[:, :2], q[:, 2])[0] - scenario.current.velocity(q[:, :2], q[:, 2])[0]
+    speed = np.linalg.norm(scenario.current.velocity(q[:, :2], q[:, 2])[0], axis=1)
+    info = {
+        "observations": len(xyt),
+        "rmse_m_per_s": float(np.sqrt((err**2).sum(1).mean())),
+        "mean_true_speed_m_per_s": float(speed.mean()),
+        "hyperparameters": dataclasses.asdict(gp.hyper),
+    }
+    return field, xyt, info
+
+
+def _tasks(
+    cfg: ReproductionConfig, out: pathlib.Path
+) -> list[tuple[str, str, int, Callable[[], dict[str, Any]]]]:
+    tasks: list[tuple[str, str, int, Callable[[], dict[str, Any]]]] = []
+    paths: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    cache: dict[str, Any] = {}
+
+    def gpmp2(scenario: Scenario, pair: int, label: str, model: CurrentField | None, **overrides: Any):
+        def run() -> dict[str, Any]:
+            traj = GPMP2Planner(_planner_config(cfg, scenario, **overrides)).plan(
+                *scenario.pairs[pair], scenario.env, model
+            )
+            paths.setdefault((scenario.name, pair), {})[label] = traj.dense_positions
+            return traj.metrics(scenario.env, scenario.current)
+
+        tasks.append((scenario.name, label, pair, run))
+
+    def astar(scenario: Scenario, pair: int, cost: str):
+        label = "A* length" if cost == "length" else "A* time (Zermelo)"
+
+        def run() -> dict[str, Any]:
+            key = f"astar-{scenario.name}"
+            if key not in cache:
+                slices = np.linspace(0.0, 2.0 * scenario.horizon, 25)
+                cache[key] = GridAStar(
+                    scenario.env,
+                    cfg.astar_resolution,
+                    PlannerConfig().epsilon,
+                    scenario.current,
+                    scenario.water_speed,
+                    slices,
+                )
+            res = cache[key].search(
+                np.array(scenario.pairs[pair][0]), np.array(scenario.pairs[pair][1]), cost
+            )
+            paths.setdefault((scenario.name, pair), {})[label] = res.positions
+            return res.metrics(scenario.env, scenario.current)
+
+        tasks.append((scenario.name, label, pair, run))
+
+    jet = make_scenario("jet-island")
+    gyre = make_scenario("double-gyre")
+    for pair in range(min(cfg.max_pairs, len(jet.pairs))):
+        gpmp2(jet, pair, "GPMP2 current-aware", jet.current)
+        gpmp2(jet, pair, "GPMP2 current-blind", jet.current, current_mode="blind")
+        astar(jet, pair, "length")
+        astar(jet, pair, "time")
+    for pair in range(min(cfg.max_pairs, len(gyre.pairs))):
+        gpmp2(gyre, pair, "GPMP2 spatiotemporal", gyre.current)
+        gpmp2(gyre, pair, "GPMP2 frozen at t0", gyre.current, current_mode="frozen")
+        gpmp2(gyre, pair, "GPMP2 current-blind", gyre.current, current_mode="blind")
+        astar(gyre, pair, "length")
+        astar(gyre, pair, "time")
+
+    gp_scn = dataclasses.replace(gyre, name="gp-predicted")
+
+    def gp_model() -> CurrentField:
+        if "gp" not in cache:
+            field, obs, info = _gp_field(gp_scn, cfg)
+            cache["gp"], cache["gp_obs"], cache["gp_info"] = field, obs, info
+            plot_gp_estimate(
+                out / "gp_estimate.png", gp_scn.env, gp_scn.current, field, obs, 0.5 * gp_scn.horizon
+            )
+        return cache["gp"]
+
+    class _Lazy(CurrentField):
+        """Defers the GP fit until a task needs it (so resumed runs skip it when possible)."""
+
+        @property
+        def has_uncertainty(self) -> bool:  # type: ignore[override]
+            return gp_model().has_uncertainty
+
+        def velocity(self, points, t=0.0):
+            return gp_model().velocity(points, t)
+
+        def std(self, points, t=0.0):
+            return gp_model().std(points, t)
+
+    lazy = _Lazy()
+    for pair in range(min(cfg.max_pairs, len(gp_scn.pairs))):
+        gpmp2(gp_scn, pair, "GPMP2 true field", gp_scn.current)
+        gpmp2(gp_scn, pair, "GPMP2 GP mean", lazy, kappa=0.0)
+        gpmp2(gp_scn, pair, "GPMP2 GP + uncertainty", lazy, kappa=1.0)
+        gpmp2(gp_scn, pair, "GPMP2 current-blind", gp_scn.current, current_mode="blind")
+        if cfg.receding_horizon:
+
+            def run_rh(pair: int = pair) -> dict[str, Any]:
+                planner = GPMP2Planner(_planner_config(cfg, gp_scn, bulges=(0.0, 0.3, -0.3)))
+                start, goal = (np.array(p) for p in gp_scn.pairs[pair])
+                res = receding_horizon(
+                    planner,
+                    start,
+                    goal,
+                    gp_scn.env,
+                    gp_scn.current,
+                    gp_scn.horizon,
+                    execute_intervals=8,
+                    sensor_noise=cfg.gp_noise,
+                    hyper=GPHyperparameters(500.0, 500.0, 1800.0, 0.5, 0.1),
+                    seed=cfg.seed + pair,
+                )
+                paths.setdefault((gp_scn.name, pair), {})["GPMP2 receding horizon (onboard GP)"] = (
+                    res.positions
+                )
+                return res.metrics(gp_scn.env, gp_scn.current)
+
+            tasks.append((gp_scn.name, "GPMP2 receding horizon (onboard GP)", pair, run_rh))
+    tasks_paths = (paths, cache, {"jet-island": jet, "double-gyre": gyre, "gp-predicted": gp_scn})
+    _tasks.context = tasks_paths  # type: ignore[attr-defined]
+    return tasks
+
+
+def _mean(rows: list[dict[str, Any]], scenario: str, planner: str, key: str) -> float:
+    vals = [r[key] for r in rows if r["scenario"] == scenario and r["planner"] == planner]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def run_reproduction(out: str | pathlib.Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Run the experiments, write rows.jsonl, PNGs, and finally summary.json into ``out``."""
+    tic = time.perf_counter()
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    cfg = ReproductionConfig.for_mode(quick, seed)
+    tag = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    rows_path = out / "rows.jsonl"
+    done = {
+        (r["scenario"], r["planner"], r["pair"]): r
+        for r in (read_jsonl(rows_path) if rows_path.exists() else [])
+        if r.get("config_tag") == tag
+    }
+    writer = JsonlWriter(rows_path)
+    tasks = _tasks(cfg, out)
+    paths, cache, scenarios = _tasks.context  # type: ignore[attr-defined]
+    rows: list[dict[str, Any]] = []
+    for scenario, planner, pair, run in progress(tasks, desc="reproduction"):
+        key = (scenario, planner, pair)
+        if key in done:
+            rows.append(done[key])
+            continue
+        log.info("%s pair %d: %s", scenario, pair, planner)
+        try:
+            metrics = run()
+        except RuntimeError as exc:  # e.g. A* finds no feasible path
+            log.warning("%s pair %d %s failed: %s", scenario, pair, planner, exc)
+            metrics = {"failed": str(exc)}
+        row = {"scenario": scenario, "planner": planner, "pair": pair, "config_tag": tag, **metrics}
+        writer.append(row)
+        rows.append(row)
+
+    pngs: list[str] = []
+    for (name, pair), by_label in sorted(paths.items()):
+        if pair != 0:
+            continue
+        scn = scenarios[name]
+        t_plot = 0.0 if name == "jet-island" else 0.5 * scn.horizon
+        pngs.append(
+            plot_paths(
+                out / f"paths_{name}.png",
+                scn.env,
+                scn.current,
+                by_label,
+                f"{name}: true current at t = {t_plot:.0f} s",
+                t_plot,
+            ).name
+        )
+    if "gp" in cache:
+        pngs.append("gp_estimate.png")
+    groups = ["jet-island", "double-gyre", "gp-predicted"]
+    planners = sorted({r["planner"] for r in rows if "energy" in r and "A*" not in r["planner"]})
+    series = {
+        p: [
+            _mean(rows, g, p, "energy")
+            if any(r["planner"] == p and r["scenario"] == g for r in rows)
+            else 0.0
+            for g in groups
+        ]
+        for p in planners
+    }
+    plot_bars(
+        out / "energy.png",
+        groups,
+        series,
+        "mean energy  integral |v - c|^3 dt",
+        "Energy on the true current (GPMP2 variants)",
+    )
+    pngs = sorted(p.name for p in out.glob("*.png"))  # includes the plots of a resumed earlier run
+
+    # ------------------------------------------------------------------ claims
+    checks: dict[str, Any] = {}
+    jet_rows = [r for r in rows if r["scenario"] == "jet-island"]
+    ratios = []
+    for pair in sorted({r["pair"] for r in jet_rows}):
+        a = next(r for r in jet_rows if r["pair"] == pair and r["planner"] == "GPMP2 current-aware")
+        b = next(r for r in jet_rows if r["pair"] == pair and r["planner"] == "GPMP2 current-blind")
+        ratios.append(a["energy"] / b["energy"])
+    jet_side = []
+    for (name, _pair), by_label in paths.items():
+        if name == "jet-island" and "GPMP2 current-aware" in by_label:
+            jet_side.append(bool(np.mean(by_label["GPMP2 current-aware"][:, 1]) > 750.0))
+    clear = all(r.get("collision_free", False) for r in rows if r["planner"].startswith("GPMP2"))
+    checks["jet_energy_ratio_aware_over_blind"] = ratios
+    checks["jet_aware_takes_jet_side"] = jet_side if jet_side else "not re-run (resumed)"
+    jet_ok = bool(ratios) and float(np.mean(ratios)) <= 0.4 and all(jet_side or [True])
+    e_st = _mean(rows, "double-gyre", "GPMP2 spatiotemporal", "energy")
+    e_fr = _mean(rows, "double-gyre", "GPMP2 frozen at t0", "energy")
+    e_bl = _mean(rows, "double-gyre", "GPMP2 current-blind", "energy")
+    checks["gyre_mean_energy"] = {"spatiotemporal": e_st, "frozen_t0": e_fr, "blind": e_bl}
+    gyre_ok = e_st < e_fr < e_bl
+    e_true = _mean(rows, "gp-predicted", "GPMP2 true field", "energy")
+    e_gp = _mean(rows, "gp-predicted", "GPMP2 GP mean", "energy")
+    e_gpu = _mean(rows, "gp-predicted", "GPMP2 GP + uncertainty", "energy")
+    e_gbl = _mean(rows, "gp-predicted", "GPMP2 current-blind", "energy")
+    checks["gp_energy"] = {"true_field": e_true, "gp_mean": e_gp, "gp_uncertainty": e_gpu, "blind": e_gbl}
+    checks["gp_mean_over_true"] = e_gp / e_true
+    if "gp_info" in cache:
+        checks["gp_fit"] = cache["gp_info"]
+    gp_ok = e_gp <= 1.15 * e_true and e_gp < e_gbl
+    checks["all_gpmp2_paths_collision_free"] = clear
+    passed = [jet_ok, gyre_ok, gp_ok]
+    verdict = (
+        "reproduced"
+        if all(passed) and clear
+        else ("partly" if any(passed) else "not reproduced at this scale")
+    )
+    reason = (
+        f"jet: aware/blind energy ratio {np.mean(ratios):.2f} (goal <= 0.4){'' if jet_ok else ' NOT met'}; "
+        f"double gyre energy spatiotemporal {e_st:.0f} / frozen {e_fr:.0f} / blind {e_bl:.0f} "
+        f"({'ordered as claimed' if gyre_ok else 'NOT ordered as claimed'}); "
+        f"GP-predicted field energy {e_gp / e_true:.2f}x the true-field plan (goal <= 1.15){'' if gp_ok else ' NOT met'}; "
+        f"GPMP2 paths collision-free: {clear}. Synthetic analytic fields (no offline ocean data), "
+        f"{'quick run: 1 start/goal pair per scenario' if quick else 'all start/goal pairs'}."
+    )
+    table = [
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "config_tag"}
+        for r in rows
+    ]
+    summary = {
+        "paper": PAPER,
+        "claim": CLAIM,
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "table": table,
+        "checks": checks,
+        "seeds": [seed],
+        "pngs": pngs,
+        "quick": quick,
+        "config": dataclasses.asdict(cfg),
+        "wall_time_s": time.perf_counter() - tic,
+        "metadata": run_metadata(
+            seed=seed, config=dataclasses.asdict(cfg), packages=("usv-planner", "gtsam", "scipy")
+        ),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
