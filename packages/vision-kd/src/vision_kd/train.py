@@ -111,7 +111,7 @@ def _batches(
 ) -> list[torch.Tensor]:
     """This rank's mini-batch indices of one epoch (a permutation seeded by seed and epoch)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    order = order[rank::world]
+    order = order[: len(order) - len(order) % world][rank::world]  # equal step counts on every rank
     return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)] or [order]
 
 
@@ -179,6 +179,28 @@ def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
     return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
+class _DistillStep(nn.Module):
+    """Student + loss as one module, so DDP syncs the student and any projector in the loss."""
+
+    def __init__(self, student: nn.Module, loss_fn: DistillLoss, student_tap: int | None) -> None:
+        super().__init__()
+        self.student = student
+        self.loss_fn = loss_fn
+        self.student_tap = student_tap
+        self.uses_features = bool(getattr(loss_fn, "uses_features", False))
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None, t_feat: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.uses_features:
+            s_logits, s_feat = forward_with_features(self.student, x, self.student_tap)
+        else:
+            s_logits, s_feat = self.student(x), None
+        return self.loss_fn(
+            s_logits.float(), None if t_logits is None else t_logits.float(), y, s_feat, t_feat
+        )
+
+
 def train(
     student: nn.Module,
     train_data: ImageData,
@@ -231,7 +253,7 @@ def train(
     loss_fn.to(device)
     if teacher is not None:
         freeze(teacher).to(device)
-    model = wrap_model(student, info)
+    step_module = wrap_model(_DistillStep(student, loss_fn, student_tap), info)
     params = [p for p in list(student.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = ModelEmaV3(student, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -274,14 +296,7 @@ def train(
                             t_logits, t_feat = forward_with_features(teacher, x, teacher_tap)
                         else:
                             t_logits = teacher(x)
-                if uses_features:
-                    # DDP needs the wrapped forward; forward_intermediates runs on the module itself.
-                    s_logits, s_feat = forward_with_features(student, x, student_tap)
-                else:
-                    s_logits, s_feat = model(x), None
-                loss = loss_fn(
-                    s_logits.float(), None if t_logits is None else t_logits.float(), y, s_feat, t_feat
-                )
+                loss = step_module(x, y, t_logits, t_feat)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{desc}: loss is {loss.item()} at epoch {epoch}, step {i}; lower the lr"
