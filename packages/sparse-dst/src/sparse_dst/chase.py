@@ -127,6 +127,9 @@ class Chase(Masking):
         self.channel_history: list[dict[str, Any]] = []
         self.finalized = False
 
+    def _mask_dense_layers(self) -> bool:
+        return True
+
     @property
     def channel_start(self) -> int:
         return int(self.config.channel_start_fraction * self.total_steps)
@@ -145,7 +148,7 @@ class Chase(Masking):
     def step(self) -> None:
         due = self._channel_due(self.step_count + 1)
         update_due = self._update_due(self.step_count + 1)
-        grads = self._dense_grads() if due or update_due else {}
+        grads = self._dense_grads(list(self.masks)) if due or update_due else {}
         self.optimizer.step()
         self.step_count += 1
         if update_due:

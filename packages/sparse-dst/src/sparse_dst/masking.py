@@ -117,10 +117,14 @@ class Masking:
             n: torch.ones(s, dtype=torch.bool, device=self.params[n].device) for n, s in shapes.items()
         }
         densities = self._densities(shapes, config.density)
+        if not self._mask_dense_layers():  # forced-dense layers count in ERK's budget but need no mask
+            shapes = {n: s for n, s in shapes.items() if n not in forced}
+            densities = {n: densities[n] for n in shapes}
         self.maskset = MaskSet.random(shapes, densities, generator=self.generator)
         self.maskset = self.maskset.to(next(iter(self.params.values())).device)
         self.targets = {n: int(m.sum()) for n, m in self.maskset.masks.items()}
         self.budget = sum(self.targets.values())
+        self._capacity_cache: dict[str, int] = {}
         self.step_count = 0
         self.update_seconds = 0.0
         self.n_updates = 0
@@ -128,6 +132,10 @@ class Masking:
         self.handle = self.maskset.attach(model, optimizer)
 
     # ------------------------------------------------------------------ densities
+    def _mask_dense_layers(self) -> bool:
+        """Whether forced-dense layers get a (full) mask too; Chase needs it to remove channels."""
+        return False
+
     def _densities(self, shapes: dict[str, tuple[int, ...]], density: float) -> dict[str, float]:
         if self.config.distribution == "erk":
             return erk_densities(shapes, density, dense=self.forced_dense)
@@ -153,7 +161,7 @@ class Masking:
     def step(self) -> None:
         """``optimizer.step()`` then, every ``update_frequency`` steps, a prune-and-grow update."""
         due = self._update_due(self.step_count + 1)
-        grads = self._dense_grads() if due else {}
+        grads = self._dense_grads(self.sparse_names()) if due else {}
         self.optimizer.step()
         self.step_count += 1
         if due:
@@ -164,17 +172,21 @@ class Masking:
     def _update_due(self, step: int) -> bool:
         return step % self.config.update_frequency == 0 and step < self.stop_step
 
-    def _dense_grads(self) -> dict[str, torch.Tensor]:
-        """Gradients of every weight, pruned ones included (read before the mask zeroes them)."""
-        return {n: p.grad.detach().clone() for n, p in self.params.items() if p.grad is not None}
+    def _dense_grads(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Gradients of the named weights, pruned entries included (read before the mask zeroes them)."""
+        start = time.perf_counter()
+        grads = {n: self.params[n].grad.detach().clone() for n in names if self.params[n].grad is not None}
+        self.update_seconds += time.perf_counter() - start
+        return grads
 
     def sparse_names(self) -> list[str]:
         """Layers taking part in prune-and-grow (not forced dense, not full within their channels)."""
-        return [
-            n
-            for n in self.params
-            if n not in self.forced_dense and self.targets[n] < int(self.allowed[n].sum())
-        ]
+        return [n for n in self.masks if n not in self.forced_dense and self.targets[n] < self._capacity(n)]
+
+    def _capacity(self, name: str) -> int:
+        if name not in self._capacity_cache:
+            self._capacity_cache[name] = int(self.allowed[name].sum())
+        return self._capacity_cache[name]
 
     # ------------------------------------------------------------------ topology update
     @torch.no_grad()
@@ -203,7 +215,7 @@ class Masking:
             removed = self._prune_global(names, k)
             now = sum(int(self.masks[n].sum()) for n in names)
             grown = self._grow_global(names, grads, sparse_budget - now)
-        self._zero_pruned()
+        self._zero_pruned(names)
         self.n_updates += 1
         self.update_seconds += time.perf_counter() - start
         record = {"step": self.step_count, "rate": rate, "pruned": removed, "grown": grown}
@@ -217,10 +229,11 @@ class Masking:
             k = counts.get(n, 0)
             if k <= 0:
                 continue
-            mask = self.masks[n]
-            score = self.params[n].detach().abs().masked_fill(~mask, math.inf).reshape(-1)
-            drop = torch.topk(score, k, largest=False).indices
-            mask.view(-1)[drop] = False
+            flat = self.masks[n].view(-1)
+            active = flat.nonzero().flatten()
+            magnitude = self.params[n].detach().reshape(-1)[active].abs()
+            drop = active[torch.topk(magnitude, k, largest=False).indices]
+            flat[drop] = False
             total += k
         return total
 
@@ -282,10 +295,10 @@ class Masking:
         return k
 
     @torch.no_grad()
-    def _zero_pruned(self) -> None:
+    def _zero_pruned(self, names: list[str] | None = None) -> None:
         """Zero pruned weights and their optimizer state (momentum, Adam moments)."""
-        for n, p in self.params.items():
-            mask = self.masks[n]
+        for n in self.masks if names is None else names:
+            p, mask = self.params[n], self.masks[n]
             p.mul_(mask)
             for value in self.optimizer.state.get(p, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == p.shape:
@@ -305,6 +318,7 @@ class Masking:
 
         Used after channels were removed: the freed parameters go to the surviving channels.
         """
+        self._capacity_cache = {}
         shapes = {n: _alive_shape(a) for n, a in self.allowed.items()}
         alive_total = sum(math.prod(s) for s in shapes.values())
         density = min(1.0, self.budget / alive_total)
@@ -326,14 +340,15 @@ class Masking:
             targets[n] += change
             diff -= change
         self.targets = targets
-        for n in self.params:
+        for n in self.masks:
             self.masks[n] &= self.allowed[n]
-        names = [n for n in self.params if n not in self.forced_dense]
+        names = [n for n in self.masks if n not in self.forced_dense]
         self._prune_to_targets(names)
         need = {n: self.targets[n] - int(self.masks[n].sum()) for n in names}
         self._grow(names, grads or {}, need)
         for n in self.forced_dense:
-            self.masks[n].copy_(self.allowed[n])
+            if n in self.masks:
+                self.masks[n].copy_(self.allowed[n])
         self._zero_pruned()
 
     # ------------------------------------------------------------------ reporting
@@ -342,7 +357,7 @@ class Masking:
 
     def layer_density(self) -> dict[str, float]:
         """Active fraction of every masked layer (relative to its original size)."""
-        return {n: float(m.float().mean()) for n, m in self.masks.items()}
+        return {n: float(self.masks[n].float().mean()) if n in self.masks else 1.0 for n in self.params}
 
     def channel_density(self) -> dict[str, torch.Tensor]:
         """Active fraction of every output channel of every masked layer."""
@@ -387,9 +402,11 @@ class Masking:
                 f"({bad!r}: checkpoint {saved.get(bad)}, this model {mine.get(bad)})"
             )
         device = next(iter(self.params.values())).device
-        for n in self.params:
+        for n in self.masks:
             self.masks[n] = tensors[f"mask/{n}"].to(device=device, dtype=torch.bool)
+        for n in self.params:
             self.allowed[n] = tensors[f"allowed/{n}"].to(device=device, dtype=torch.bool)
+        self._capacity_cache = {}
         self.generator.set_state(tensors["generator"])
         self.step_count = int(meta["step_count"])
         self.targets = {n: int(v) for n, v in meta["targets"].items()}

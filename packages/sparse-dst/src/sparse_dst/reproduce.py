@@ -27,7 +27,7 @@ from sparse_dst.chase import select_channels_to_remove
 from sparse_dst.data import ImageData, load_data
 from sparse_dst.masking import Masking
 from sparse_dst.scores import channel_density, channel_scores
-from sparse_dst.speed import throughput
+from sparse_dst.speed import compare_throughput
 from sparse_dst.surgery import conv_linear_macs, count_parameters, recalibrate_batchnorm, remove_channels
 from sparse_dst.tracing import find_channel_groups
 from sparse_dst.train import TrainConfig, evaluate, train
@@ -48,7 +48,7 @@ class ReproConfig:
 
     dataset: str = "mnist"
     image_size: int = 14
-    train_limit: int = 20000
+    train_limit: int = 16000
     model: str = "small_cnn"
     width: float = 1.0
     epochs: int = 4
@@ -61,18 +61,18 @@ class ReproConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     removal_fractions: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
     amenable_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5])
-    throughput_seconds: float = 1.0
+    throughput_seconds: float = 0.4
 
     @classmethod
     def quick(cls) -> ReproConfig:
-        return cls(train_limit=8000, epochs=3, seeds=[0], throughput_seconds=0.5)
+        return cls(train_limit=8000, epochs=3, seeds=[0], throughput_seconds=0.2)
 
     @classmethod
     def tiny(cls) -> ReproConfig:
         """Seconds-long run for tests (digits)."""
         return cls(
             dataset="digits", epochs=1, width=0.25, batch_size=64, seeds=[0], update_frequency=5,
-            channel_interval=5, removal_fractions=[0.3], throughput_seconds=0.05,
+            channel_interval=5, removal_fractions=[0.3], throughput_seconds=0.02,
         )  # fmt: skip
 
 
@@ -157,7 +157,7 @@ def run(cfg: ReproConfig, out: pathlib.Path, data_dir: str | None = None) -> dic
     for seed in cfg.seeds:
         for method in runs:
             tc = _train_config(cfg, method, seed)
-            result = train(tc, data, desc=f"{method} seed {seed}")
+            result = train(tc, data, desc=f"{method} seed {seed}", eval_every_epoch=False)
             runs[method].append(result)
             log.info("%s seed %d: %.2f%% in %.0fs", method, seed, result.test_accuracy, result.train_seconds)
             rows.append(
@@ -227,14 +227,10 @@ def run(cfg: ReproConfig, out: pathlib.Path, data_dir: str | None = None) -> dic
     x = data.x_test[:256]
     max_diff = max(_max_diff(r.model, s, x) for r, s in zip(runs["chase"], slim_models, strict=True))
     speed: dict[str, dict[str, float]] = {}
-    for label, model in (
-        ("dense", dense_model),
-        ("rigl_masked", masked_model),
-        ("chase_slim", slim_models[0]),
-    ):
-        speed[label] = {
-            f"batch{b}": throughput(model, input_shape, b, cfg.throughput_seconds) for b in (64, 1)
-        }
+    models = {"dense": dense_model, "rigl_masked": masked_model, "chase_slim": slim_models[0]}
+    rates = {b: compare_throughput(models, input_shape, b, cfg.throughput_seconds) for b in (64, 1)}
+    for label, model in models.items():
+        speed[label] = {f"batch{b}": rates[b][label] for b in (64, 1)}
         speed[label]["params"] = count_parameters(model)
         speed[label]["nonzero_params"] = count_parameters(model, nonzero=True)
         speed[label]["macs"] = conv_linear_macs(model, data.x_test[:2])

@@ -36,3 +36,19 @@ def throughput(
                 break
         rates.append(n * batch_size / elapsed)
     return statistics.median(rates)
+
+
+def compare_throughput(
+    models: dict[str, nn.Module],
+    input_shape: tuple[int, ...],
+    batch_size: int = 64,
+    seconds: float = 0.5,
+    rounds: int = 5,
+) -> dict[str, float]:
+    """Images/s of several models, measured in interleaved rounds (median per model), so that
+    a slow spell of a shared machine hits every model alike."""
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            rates[name].append(throughput(model, input_shape, batch_size, seconds, repeats=1, warmup=2))
+    return {name: statistics.median(values) for name, values in rates.items()}

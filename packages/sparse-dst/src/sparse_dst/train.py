@@ -119,6 +119,7 @@ def train(
     checkpoint_dir: str | pathlib.Path | None = None,
     resume: bool = False,
     desc: str | None = None,
+    eval_every_epoch: bool = True,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``data``; checkpoint every epoch into ``checkpoint_dir``."""
     cfg.validate()
@@ -178,7 +179,9 @@ def train(
         row = {
             "epoch": epoch + 1,
             "loss": total_loss / steps_per_epoch,
-            "test_accuracy": evaluate(model, data.x_test, data.y_test),
+            "test_accuracy": evaluate(model, data.x_test, data.y_test)
+            if eval_every_epoch or epoch + 1 == cfg.epochs
+            else None,
         }
         if masking is not None:
             row["density"] = masking.maskset.density()
