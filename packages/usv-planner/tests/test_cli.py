@@ -60,7 +60,13 @@ def test_reproduce_writes_summary_last(tmp_path, monkeypatch) -> None:
     from usv_planner import reproduce
 
     tiny = reproduce.ReproductionConfig(
-        quick=True, n_states=12, bulges=(0.0, 0.3), max_pairs=1, gp_observations=30, receding_horizon=False
+        quick=True,
+        n_states=12,
+        bulges=(0.0, 0.3),
+        max_pairs=1,
+        gp_observations=30,
+        receding_horizon=False,
+        gp_sweep=(),
     )
     monkeypatch.setattr(
         reproduce.ReproductionConfig, "for_mode", classmethod(lambda cls, quick, seed=0: tiny)

@@ -112,3 +112,13 @@ def test_receding_horizon_gathers_observations_and_reaches_the_goal(jet):
     assert np.isclose(res.times[-1], 3000.0)
     assert np.all(np.diff(res.times) > 0)
     assert res.metrics(jet.env, jet.current)["collision_free"]
+
+
+@pytest.mark.parametrize("name", ["double-gyre", "peninsula", "vortex"])
+def test_planned_paths_keep_clearance_on_the_scenarios(name):
+    scn = make_scenario(name)
+    cfg = PlannerConfig(horizon=scn.horizon, **FAST)
+    traj = GPMP2Planner(cfg).plan(*scn.pairs[0], scn.env, scn.current)
+    m = traj.metrics(scn.env, scn.current)
+    assert traj.ok and m["collision_free"]
+    assert m["min_clearance_m"] >= 0.9 * cfg.epsilon

@@ -8,7 +8,8 @@ Three experiments, every planner evaluated on the *true* current field:
    field should beat the field frozen at t0, which should beat current-blind planning.
 3. ``gp-predicted``: the same gyre known only from sparse noisy observations; GPMP2 on the GP's
    mean (and with its uncertainty) should come close to planning with the true field. The full
-   run adds receding-horizon replanning with a GP fed by the vehicle's own measurements.
+   run adds receding-horizon replanning with a GP fed by a quarter of the observations plus the
+   vehicle's own measurements, and a sweep over the number of observations.
 
 Grid A* (length cost, and Zermelo minimum time at a fixed through-water speed) runs on the same
 problems. Finished rows go to ``rows.jsonl`` (a rerun with the same settings resumes);
@@ -30,7 +31,7 @@ import numpy as np
 
 from research_utils.logs import progress
 from research_utils.metadata import run_metadata
-from research_utils.results import JsonlWriter, read_jsonl, write_json
+from research_utils.results import JsonlWriter, plot_curves, read_jsonl, write_json
 from research_utils.seeding import seed_everything
 from usv_planner.astar import GridAStar
 from usv_planner.currents import CurrentField
@@ -69,6 +70,7 @@ class ReproductionConfig:
     gp_noise: float = 0.05
     astar_resolution: float = 50.0
     receding_horizon: bool = True
+    gp_sweep: tuple[int, ...] = (40, 160, 320)
 
     @classmethod
     def for_mode(cls, quick: bool, seed: int = 0) -> ReproductionConfig:
@@ -96,11 +98,13 @@ def _planner_config(cfg: ReproductionConfig, scenario: Scenario, **overrides: An
     return dataclasses.replace(base, **overrides)
 
 
-def _gp_field(scenario: Scenario, cfg: ReproductionConfig) -> tuple[CurrentField, np.ndarray, dict[str, Any]]:
+def _gp_field(
+    scenario: Scenario, cfg: ReproductionConfig, n_obs: int | None = None
+) -> tuple[CurrentField, np.ndarray, dict[str, Any]]:
     """Fit the spatiotemporal GP to sparse noisy observations of the true field; cache it on a grid."""
     rng = np.random.default_rng(cfg.seed + 17)
     xmin, xmax, ymin, ymax = scenario.env.bounds
-    n = cfg.gp_observations
+    n = cfg.gp_observations if n_obs is None else n_obs
     xyt = np.column_stack(
         [rng.uniform(xmin, xmax, n), rng.uniform(ymin, ymax, n), rng.uniform(0.0, scenario.horizon, n)]
     )
@@ -185,29 +189,35 @@ def _tasks(
 
     gp_scn = dataclasses.replace(gyre, name="gp-predicted")
 
-    def gp_model() -> CurrentField:
-        if "gp" not in cache:
-            field, obs, info = _gp_field(gp_scn, cfg)
-            cache["gp"], cache["gp_obs"], cache["gp_info"] = field, obs, info
-            plot_gp_estimate(
-                out / "gp_estimate.png", gp_scn.env, gp_scn.current, field, obs, 0.5 * gp_scn.horizon
-            )
-        return cache["gp"]
+    def gp_model(n_obs: int) -> CurrentField:
+        key = f"gp-{n_obs}"
+        if key not in cache:
+            field, obs, info = _gp_field(gp_scn, cfg, n_obs)
+            cache[key], cache[f"{key}-info"], cache[f"{key}-obs"] = field, info, obs
+            if n_obs == cfg.gp_observations:
+                cache["gp_info"] = info
+                plot_gp_estimate(
+                    out / "gp_estimate.png", gp_scn.env, gp_scn.current, field, obs, 0.5 * gp_scn.horizon
+                )
+        return cache[key]
 
     class _Lazy(CurrentField):
         """Defers the GP fit until a task needs it (so resumed runs skip it when possible)."""
 
+        def __init__(self, n_obs: int) -> None:
+            self.n_obs = n_obs
+
         @property
         def has_uncertainty(self) -> bool:  # type: ignore[override]
-            return gp_model().has_uncertainty
+            return gp_model(self.n_obs).has_uncertainty
 
         def velocity(self, points, t=0.0):
-            return gp_model().velocity(points, t)
+            return gp_model(self.n_obs).velocity(points, t)
 
         def std(self, points, t=0.0):
-            return gp_model().std(points, t)
+            return gp_model(self.n_obs).std(points, t)
 
-    lazy = _Lazy()
+    lazy = _Lazy(cfg.gp_observations)
     for pair in range(min(cfg.max_pairs, len(gp_scn.pairs))):
         gpmp2(gp_scn, pair, "GPMP2 true field", gp_scn.current)
         gpmp2(gp_scn, pair, "GPMP2 GP mean", lazy, kappa=0.0)
@@ -218,6 +228,12 @@ def _tasks(
             def run_rh(pair: int = pair) -> dict[str, Any]:
                 planner = GPMP2Planner(_planner_config(cfg, gp_scn, bulges=(0.0, 0.3, -0.3)))
                 start, goal = (np.array(p) for p in gp_scn.pairs[pair])
+                # A quarter of the sensor-network observations, then the vehicle's own measurements.
+                gp_model(cfg.gp_observations)
+                prior_xyt = cache[f"gp-{cfg.gp_observations}-obs"][: cfg.gp_observations // 4]
+                noise_rng = np.random.default_rng(cfg.seed + 101 + pair)
+                prior_vel = gp_scn.current.velocity(prior_xyt[:, :2], prior_xyt[:, 2])[0]
+                prior_vel = prior_vel + cfg.gp_noise * noise_rng.normal(size=prior_vel.shape)
                 res = receding_horizon(
                     planner,
                     start,
@@ -227,15 +243,20 @@ def _tasks(
                     gp_scn.horizon,
                     execute_intervals=8,
                     sensor_noise=cfg.gp_noise,
+                    initial_observations=(prior_xyt, prior_vel),
                     hyper=GPHyperparameters(500.0, 500.0, 1800.0, 0.5, 0.1),
                     seed=cfg.seed + pair,
                 )
-                paths.setdefault((gp_scn.name, pair), {})["GPMP2 receding horizon (onboard GP)"] = (
-                    res.positions
-                )
+                paths.setdefault((gp_scn.name, pair), {})[
+                    "GPMP2 receding horizon (GP: 1/4 network + onboard)"
+                ] = res.positions
                 return res.metrics(gp_scn.env, gp_scn.current)
 
-            tasks.append((gp_scn.name, "GPMP2 receding horizon (onboard GP)", pair, run_rh))
+            tasks.append((gp_scn.name, "GPMP2 receding horizon (GP: 1/4 network + onboard)", pair, run_rh))
+    sweep_scn = dataclasses.replace(gyre, name="gp-sweep")
+    for n_obs in cfg.gp_sweep:
+        for pair in range(min(cfg.max_pairs, len(gp_scn.pairs))):
+            gpmp2(sweep_scn, pair, f"GPMP2 GP mean ({n_obs} obs)", _Lazy(n_obs), kappa=0.0)
     tasks_paths = (paths, cache, {"jet-island": jet, "double-gyre": gyre, "gp-predicted": gp_scn})
     _tasks.context = tasks_paths  # type: ignore[attr-defined]
     return tasks
@@ -279,26 +300,17 @@ def run_reproduction(out: str | pathlib.Path, quick: bool = False, seed: int = 0
         writer.append(row)
         rows.append(row)
 
-    pngs: list[str] = []
     for (name, pair), by_label in sorted(paths.items()):
-        if pair != 0:
+        if pair != 0 or name not in scenarios:
             continue
         scn = scenarios[name]
         t_plot = 0.0 if name == "jet-island" else 0.5 * scn.horizon
-        pngs.append(
-            plot_paths(
-                out / f"paths_{name}.png",
-                scn.env,
-                scn.current,
-                by_label,
-                f"{name}: true current at t = {t_plot:.0f} s",
-                t_plot,
-            ).name
-        )
-    if "gp" in cache:
-        pngs.append("gp_estimate.png")
+        title = f"{name}: true current at t = {t_plot:.0f} s"
+        plot_paths(out / f"paths_{name}.png", scn.env, scn.current, by_label, title, t_plot)
     groups = ["jet-island", "double-gyre", "gp-predicted"]
-    planners = sorted({r["planner"] for r in rows if "energy" in r and "A*" not in r["planner"]})
+    planners = sorted(
+        {r["planner"] for r in rows if "energy" in r and "A*" not in r["planner"] and r["scenario"] in groups}
+    )
     series = {
         p: [
             _mean(rows, g, p, "energy")
@@ -315,7 +327,6 @@ def run_reproduction(out: str | pathlib.Path, quick: bool = False, seed: int = 0
         "mean energy  integral |v - c|^3 dt",
         "Energy on the true current (GPMP2 variants)",
     )
-    pngs = sorted(p.name for p in out.glob("*.png"))  # includes the plots of a resumed earlier run
 
     # ------------------------------------------------------------------ claims
     checks: dict[str, Any] = {}
@@ -347,6 +358,20 @@ def run_reproduction(out: str | pathlib.Path, quick: bool = False, seed: int = 0
     if "gp_info" in cache:
         checks["gp_fit"] = cache["gp_info"]
     gp_ok = e_gp <= 1.15 * e_true and e_gp < e_gbl
+    sweep = {cfg.gp_observations: e_gp / e_true}
+    for n_obs in cfg.gp_sweep:
+        sweep[n_obs] = _mean(rows, "gp-sweep", f"GPMP2 GP mean ({n_obs} obs)", "energy") / e_true
+    checks["gp_energy_ratio_by_observations"] = {str(k): sweep[k] for k in sorted(sweep)}
+    if len(sweep) > 1:
+        xs = sorted(sweep)
+        plot_curves(
+            out / "gp_observations.png",
+            {"GP-mean plan / true-field plan": (xs, [sweep[k] for k in xs])},
+            "number of noisy current observations",
+            "energy ratio (true current)",
+            title="Planning on the GP-predicted double gyre",
+            logx=True,
+        )
     checks["all_gpmp2_paths_collision_free"] = clear
     passed = [jet_ok, gyre_ok, gp_ok]
     verdict = (
@@ -362,6 +387,7 @@ def run_reproduction(out: str | pathlib.Path, quick: bool = False, seed: int = 0
         f"GPMP2 paths collision-free: {clear}. Synthetic analytic fields (no offline ocean data), "
         f"{'quick run: 1 start/goal pair per scenario' if quick else 'all start/goal pairs'}."
     )
+    pngs = sorted(p.name for p in out.glob("*.png"))  # includes the plots of a resumed earlier run
     table = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "config_tag"}
         for r in rows
