@@ -119,6 +119,11 @@ def worker(kind: str, model_name: str, sparsity: float) -> dict[str, Any]:
         "peak_extra_bytes": mem.extra,
         "targeted_weight_bytes": weight_bytes,
         "peak_extra_over_weights": mem.extra / weight_bytes,
+        "output_mask_bytes": sum(m.numel() for m in kept.values()),  # bool masks: 1 byte per weight
+        "peak_extra_excluding_output_masks_over_weights": max(
+            mem.extra - sum(m.numel() for m in kept.values()), 0
+        )
+        / weight_bytes,
     }
 
 
@@ -204,32 +209,31 @@ def bench_wanda(quick: bool) -> dict[str, Any]:
 
 def _retrieval(quick: bool):
     from llm_sparsity.models import load_pretrained
-    from llm_sparsity.tasks import RetrievalTask, load_arithmetic
+    from llm_sparsity.tasks import BodyRetrievalTask, load_question_bodies
     from research_utils.data import resolve_data_dir
 
     model, tok = load_pretrained("minilm")
-    task = RetrievalTask.from_problems(
-        load_arithmetic(resolve_data_dir()), 200 if quick else 400, 100 if quick else 200
-    )
+    passages = load_question_bodies(resolve_data_dir())
+    task = BodyRetrievalTask.from_passages(passages, 200 if quick else 400, 100 if quick else 200)
     return model, tok, task
 
 
 def bench_curve(quick: bool) -> dict[str, Any]:
     from llm_sparsity.junk_dna import run_difficulty_curves
-    from llm_sparsity.probe import RetrievalSuite
+    from llm_sparsity.probe import MCSuite
     from llm_sparsity.targets import select_targets
-    from llm_sparsity.tasks import DEFAULT_LEVELS
+    from llm_sparsity.tasks import BODY_LEVELS
 
     model, tok, task = _retrieval(quick)
-    suite = RetrievalSuite(task, tok, DEFAULT_LEVELS, seeds=[0])
+    suite = MCSuite(task, tok, BODY_LEVELS, seeds=[0])
     grid = [0.0, 0.5, 0.9] if quick else [round(0.1 * i, 1) for i in range(10)]
     t = time.perf_counter()
     rows = run_difficulty_curves(model, select_targets(model, "essential"), suite, grid, ["magnitude"])
     seconds = time.perf_counter() - t
     return {
         "grid_points": len(grid),
-        "levels": len(DEFAULT_LEVELS),
-        "texts_encoded_per_point": suite.questions.n + suite.candidates.n,
+        "levels": len(BODY_LEVELS),
+        "texts_encoded_per_point": suite.texts.n,
         "seconds": seconds,
         "seconds_per_point": seconds / len(grid),
         "rows": len(rows),
@@ -237,7 +241,7 @@ def bench_curve(quick: bool) -> dict[str, Any]:
 
 
 def bench_isp_vs_imp(quick: bool) -> dict[str, Any]:
-    from llm_sparsity.experiments import MC_LEVEL
+    from llm_sparsity.experiments import MC_TRAIN_LEVEL
     from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer
     from llm_sparsity.isp import ISPConfig, instant_soup_pruning
     from llm_sparsity.pruning import iterative_magnitude_pruning, rewind
@@ -246,7 +250,7 @@ def bench_isp_vs_imp(quick: bool) -> dict[str, Any]:
 
     model, tok, task = _retrieval(quick)
     targets = select_targets(model, "essential")
-    trainer = RetrievalTrainer(task, tok, FinetuneConfig(batch_size=8, train_level=MC_LEVEL))
+    trainer = RetrievalTrainer(task, tok, FinetuneConfig(batch_size=8, train_level=MC_TRAIN_LEVEL))
     pre = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rounds, imp_steps = (2, 8) if quick else (3, 20)
     isp_cfg = ISPConfig(

@@ -129,3 +129,60 @@ def test_real_arithmetic_data(arithmetic_dir) -> None:
     assert len(eps) == 50
     with pytest.raises(FileNotFoundError, match="arithmetic"):
         load_arithmetic(arithmetic_dir / "nowhere")
+
+
+def _passages(n: int, split: str) -> list:
+    from llm_sparsity.tasks import Passage
+
+    topics = ["apples", "pencils", "marbles", "cookies", "stickers", "balloons", "crayons", "shells"]
+    return [
+        Passage(
+            f"how many {topics[i % 8]} does person{i} have ?",
+            f"person{i} has number0 {topics[i % 8]} story{i}",
+            split,
+        )
+        for i in range(n)
+    ]
+
+
+def test_body_items_hard_distractors_and_context() -> None:
+    from llm_sparsity.tasks import BodyLevel, BodyRetrievalTask
+
+    task = BodyRetrievalTask(_passages(20, "train"), _passages(24, "dev"))
+    items = task.items(BodyLevel("distractors", 1.0, n_candidates=3, hard=1.0), seed=0)
+    assert len(items) == 24
+    for i, it in enumerate(items):
+        assert it.candidates[it.gold] == task.eval[i].body
+        topic = task.eval[i].body.split()[3]
+        assert all(topic in c for c in it.candidates)  # the lexically closest bodies share the topic word
+    short = task.items(BodyLevel("context", 2, n_candidates=3, query_words=2), seed=0)
+    assert all(len(it.question.split()) == 2 for it in short)
+    assert task.items(BodyLevel("options", 4, n_candidates=4), seed=1) == task.items(
+        BodyLevel("options", 4, n_candidates=4), seed=1
+    )
+    with pytest.raises(ValueError, match="has 24 passages"):
+        task.items(BodyLevel("options", 64, n_candidates=64))
+
+
+def test_mc_suite_on_tiny_model() -> None:
+    from llm_sparsity.models import build_word_tokenizer, create_model
+    from llm_sparsity.probe import MCSuite
+    from llm_sparsity.tasks import BODY_LEVELS, BodyRetrievalTask
+
+    task = BodyRetrievalTask(_passages(40, "train"), _passages(40, "dev"))
+    tok = build_word_tokenizer([p.question + " " + p.body for p in task.train + task.eval], 256)
+    suite = MCSuite(task, tok, BODY_LEVELS, seeds=[0, 1])
+    rows = suite.evaluate(create_model("tiny_bert", vocab_size=256))
+    assert len(rows) == 2 * len(BODY_LEVELS)
+    assert {r["axis"] for r in rows} == {"options", "distractors", "context"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_eval"] == 40 for r in rows)
+
+
+def test_real_question_bodies(arithmetic_dir) -> None:
+    from llm_sparsity.tasks import load_question_bodies
+
+    passages = load_question_bodies(arithmetic_dir)
+    bodies = [p.body.lower() for p in passages]
+    assert len(bodies) == len(set(bodies)) > 1000
+    assert {p.split for p in passages} == {"train", "dev"}
+    assert len(load_question_bodies(arithmetic_dir, "svamp")) > 500

@@ -116,8 +116,10 @@ def prune(
         )
         kwargs = {"generator": torch.Generator().manual_seed(seed)}
         if method in ("wanda", "snip"):
-            task = _task(data_dir, calibration, 1)
-            batches = tokenize(tokenizer, [p.question for p in task.train], batch_size=16).batches
+            task = _task(data_dir, calibration, 2)
+            batches = tokenize(
+                tokenizer, [f"{p.body} {p.question}" for p in task.train], batch_size=16
+            ).batches
             kwargs["calibration"] = batches
             if method == "snip":  # masked-LM-free proxy loss: mean squared hidden state
                 kwargs["loss_fn"] = lambda m, b: m(**b).last_hidden_state.pow(2).mean()
@@ -162,13 +164,13 @@ def curve(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed."),
 ) -> None:
-    """Sparsity-performance curve (equation retrieval, N=4) with the essential sparsity (tolerance and knee)."""
+    """Sparsity-performance curve (zero-shot question->body retrieval, N=8) with the essential sparsity."""
     from llm_sparsity.curves import essential_sparsity
     from llm_sparsity.junk_dna import run_difficulty_curves
     from llm_sparsity.models import load_pretrained
-    from llm_sparsity.probe import RetrievalSuite
+    from llm_sparsity.probe import MCSuite
     from llm_sparsity.targets import select_targets
-    from llm_sparsity.tasks import Level
+    from llm_sparsity.tasks import BodyLevel
     from research_utils.results import plot_curves, write_json
 
     _setup_torch()
@@ -178,7 +180,7 @@ def curve(
             grid = [0.0, *grid]
         net, tokenizer = load_pretrained(model)
         task = _task(data_dir, n_train, n_eval)
-        suite = RetrievalSuite(task, tokenizer, [Level("options", 4, n_candidates=4)], seeds=[seed])
+        suite = MCSuite(task, tokenizer, [BodyLevel("options", 8, n_candidates=8)], seeds=[seed])
         rows = run_difficulty_curves(
             net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
         )
@@ -197,7 +199,12 @@ def curve(
         es[m] = essential_sparsity(xs, ys, delta).as_dict()
     vlines = {f"{m}: knee {v['knee']:.2f}": v["knee"] for m, v in es.items()}
     plot_curves(
-        out / "curve.png", curves, "sparsity", "accuracy (N=4)", "Sparsity-performance curve", vlines=vlines
+        out / "curve.png",
+        curves,
+        "sparsity",
+        "accuracy (question->body, N=8)",
+        "Sparsity-performance curve",
+        vlines=vlines,
     )
     write_json(out / "curve.json", {"rows": rows, "essential_sparsity": es})
     for m, v in es.items():
@@ -219,12 +226,12 @@ def junk_dna(
     n_train: int = typer.Option(400, "--n-train", help="Training problems."),
     n_eval: int = typer.Option(300, "--n-eval", help="Evaluation problems."),
 ) -> None:
-    """Task-difficulty study: curves per difficulty level (options, distractors, train data, complexity)."""
+    """Task-difficulty study: curves per difficulty level (options, similar distractors, query context)."""
     from llm_sparsity.junk_dna import difficulty_trend, run_difficulty_curves
     from llm_sparsity.models import load_pretrained
-    from llm_sparsity.probe import RetrievalSuite
+    from llm_sparsity.probe import MCSuite
     from llm_sparsity.targets import select_targets
-    from llm_sparsity.tasks import DEFAULT_LEVELS
+    from llm_sparsity.tasks import BODY_LEVELS
     from research_utils.results import write_json
 
     _setup_torch()
@@ -232,9 +239,7 @@ def junk_dna(
         grid = sorted({0.0, *_floats(sparsities, "--sparsities")})
         net, tokenizer = load_pretrained(model)
         task = _task(data_dir, n_train, n_eval)
-        suite = RetrievalSuite(
-            task, tokenizer, DEFAULT_LEVELS, seeds=[int(s) for s in _floats(seeds, "--seeds")]
-        )
+        suite = MCSuite(task, tokenizer, BODY_LEVELS, seeds=[int(s) for s in _floats(seeds, "--seeds")])
         rows = run_difficulty_curves(
             net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
         )
@@ -269,9 +274,9 @@ def isp(
     n_eval: int = typer.Option(200, "--n-eval", help="Evaluation problems."),
     seed: int = typer.Option(0, "--seed", help="Seed."),
 ) -> None:
-    """Instant Soup Pruning on equation retrieval (optionally against IMP and one-shot)."""
-    from llm_sparsity.experiments import MC_LEVEL, compare_isp_imp
-    from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer, items_from_task, mc_accuracy
+    """Instant Soup Pruning with fine-tuning on question->body retrieval (optionally vs IMP and one-shot)."""
+    from llm_sparsity.experiments import MC_LEVEL, MC_TRAIN_LEVEL, compare_isp_imp
+    from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer, mc_accuracy
     from llm_sparsity.isp import ISPConfig, instant_soup_pruning
     from llm_sparsity.models import load_pretrained
     from llm_sparsity.saving import save_pruned
@@ -293,8 +298,8 @@ def isp(
         )
         net, tokenizer = load_pretrained(model)
         task = _task(data_dir, n_train, n_eval)
-        trainer = RetrievalTrainer(task, tokenizer, FinetuneConfig(train_level=MC_LEVEL))
-        eval_items = items_from_task(task, MC_LEVEL, 0, "eval")
+        trainer = RetrievalTrainer(task, tokenizer, FinetuneConfig(train_level=MC_TRAIN_LEVEL))
+        eval_items = task.items(MC_LEVEL, 0, "eval")
         targets = select_targets(net, "essential")
 
         def evaluate(m):
@@ -336,7 +341,9 @@ def smc_bench(
         None, "--sparsities", help="Comma-separated grid (default 1-0.8^k, k=1..5)."
     ),
     tasks: str = typer.Option(
-        "svamp", "--tasks", help="Comma-separated tasks (svamp, svamp-hard, mawps, csqa, ...)."
+        "svamp",
+        "--tasks",
+        help="Comma-separated tasks (svamp, svamp-hard, mawps, svamp-equations, csqa, race, winogrande, ...).",
     ),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
     steps: int = typer.Option(10, "--steps", help="Fine-tuning steps per cell."),

@@ -10,19 +10,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer, items_from_task, mc_accuracy
+from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer, mc_accuracy
 from llm_sparsity.isp import ISPConfig, instant_soup_pruning, mask_cosine, mask_similarity
 from llm_sparsity.pruning import iterative_magnitude_pruning, prune, rewind
 from llm_sparsity.smc_bench import Budget, TaskBundle, default_sparsities, run_benchmark, summarize
 from llm_sparsity.targets import Targets
-from llm_sparsity.tasks import Level, RetrievalTask
+from llm_sparsity.tasks import BodyLevel, BodyRetrievalTask
 from research_utils.results import plot_curves, write_json
 from research_utils.seeding import seed_everything
 
 __all__ = ["compare_isp_imp", "isp_section", "smc_section"]
 
 log = logging.getLogger(__name__)
-MC_LEVEL = Level("mc", 0.5, n_candidates=4, near_miss=0.5)
+MC_LEVEL = BodyLevel("mc", 0.5, n_candidates=8, hard=0.5)  # 8 bodies, half of them lexically close
+MC_TRAIN_LEVEL = BodyLevel("mc-train", 0.5, n_candidates=4, hard=0.5)  # cheaper training items
 
 
 def compare_isp_imp(
@@ -114,31 +115,31 @@ def compare_isp_imp(
 
 
 def _mc_setup(
-    task: RetrievalTask, tokenizer: Any, batch_size: int, lr: float
+    task: BodyRetrievalTask, tokenizer: Any, batch_size: int, lr: float
 ) -> tuple[RetrievalTrainer, list]:
     trainer = RetrievalTrainer(
-        task, tokenizer, FinetuneConfig(batch_size=batch_size, lr=lr, train_level=MC_LEVEL)
+        task, tokenizer, FinetuneConfig(batch_size=batch_size, lr=lr, train_level=MC_TRAIN_LEVEL)
     )
-    return trainer, items_from_task(task, MC_LEVEL, 0, "eval")
+    return trainer, task.items(MC_LEVEL, 0, "eval")
 
 
 def isp_section(
     model: torch.nn.Module,
     tokenizer: Any,
-    task: RetrievalTask,
+    task: BodyRetrievalTask,
     targets: Targets,
     out: Path,
     quick: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
-    """ISP vs IMP vs one-shot on MiniLM equation retrieval (N=4, half near-miss distractors)."""
-    trainer, eval_items = _mc_setup(task, tokenizer, 8, 5e-5)
+    """ISP vs IMP vs one-shot on MiniLM question->body retrieval (N=8, half lexically close distractors)."""
+    trainer, eval_items = _mc_setup(task, tokenizer, 4 if quick else 8, 5e-5)
     if quick:
-        eval_items = eval_items[:120]
-        sparsities, final, imp_rounds, imp_steps = [0.7], 4, 2, 6
-        isp_cfg = dict(rounds=2, n_masks=3, weak_steps=1, main_steps=1)
+        eval_items = eval_items[:100]
+        sparsities, final, imp_rounds, imp_steps = [0.7], 3, 2, 4
+        isp_cfg = dict(rounds=2, n_masks=3, weak_steps=1, main_steps=0)
     else:
-        sparsities, final, imp_rounds, imp_steps = [0.5, 0.7], 15, 3, 20
-        isp_cfg = dict(rounds=3, n_masks=4, weak_steps=2, main_steps=1)
+        sparsities, final, imp_rounds, imp_steps = [0.5, 0.8], 10, 3, 10
+        isp_cfg = dict(rounds=3, n_masks=4, weak_steps=1, main_steps=1)
 
     def evaluate(m: torch.nn.Module) -> float:
         return mc_accuracy(m, tokenizer, eval_items)
@@ -171,7 +172,7 @@ def isp_section(
         out / "isp_vs_imp.png",
         curves,
         "training steps spent (search + final fine-tuning)",
-        "accuracy (N=4, half near-miss)",
+        "accuracy (question->body, N=8, half similar)",
         "ISP vs IMP vs one-shot: accuracy against cost",
     )
     ratios, gaps = [], []
@@ -201,7 +202,7 @@ def isp_section(
 def smc_section(
     model: torch.nn.Module,
     tokenizer: Any,
-    task: RetrievalTask,
+    task: BodyRetrievalTask,
     targets: Targets,
     out: Path,
     quick: bool = False,
@@ -209,21 +210,21 @@ def smc_section(
     """A small SMC-Bench slice on the arithmetic task: methods x sparsities, where each fails."""
     if quick:
         methods, sparsities = ["omp_before", "random"], [default_sparsities(5)[i] for i in (1, 4)]
-        budget = Budget(steps=3, imp_rounds=2, imp_steps_per_round=3)
+        budget = Budget(steps=3, batch_size=4, imp_rounds=2, imp_steps_per_round=3)
         n_eval = 100
     else:
         methods = ["omp_before", "omp_after", "random", "snip", "imp", "gmp", "rigl", "isp"]
-        sparsities = [default_sparsities(10)[i] for i in (0, 3, 6, 9)]  # 0.2, 0.59, 0.79, 0.89
+        sparsities = [default_sparsities(10)[i] for i in (1, 3, 6)]  # 0.36, 0.59, 0.79
         budget = Budget(
-            steps=10,
+            steps=6,
             imp_rounds=2,
-            imp_steps_per_round=10,
+            imp_steps_per_round=6,
             isp_rounds=2,
             isp_masks=3,
             isp_weak_steps=1,
             isp_main_steps=1,
         )
-        n_eval = 200
+        n_eval = 150
     trainer, eval_items = _mc_setup(task, tokenizer, budget.batch_size, budget.lr)
     bundle = TaskBundle("svamp", trainer, eval_items[:n_eval], tokenizer)
     results = out / "smc_bench.jsonl"
@@ -232,7 +233,7 @@ def smc_section(
     write_json(out / "smc_summary.json", summary)
     ffs = summary["first_failing_sparsity"].get("svamp", {})
     reason = (
-        "SMC slice (svamp equation retrieval, tolerance 1 point): first failing sparsity "
+        "SMC slice (svamp question->body retrieval after fine-tuning, tolerance 1 point): first failing sparsity "
         + ", ".join(f"{m}: {v if v is not None else 'none on the grid'}" for m, v in ffs.items())
         + "."
     )

@@ -16,7 +16,7 @@ import torch
 
 from llm_sparsity.models import embed, mean_pool, tokenize
 from llm_sparsity.probe import episode_accuracy
-from llm_sparsity.tasks import Level, RetrievalTask
+from llm_sparsity.tasks import BodyLevel, BodyRetrievalTask, Level, MCItem, RetrievalTask
 from llm_sparsity.transfer import attach_transfer
 from research_utils.masks import MaskSet
 from research_utils.validation import check_int, check_positive
@@ -24,19 +24,6 @@ from research_utils.validation import check_int, check_positive
 __all__ = ["FinetuneConfig", "FinetuneStats", "MCItem", "RetrievalTrainer", "items_from_task", "mc_accuracy"]
 
 DEFAULT_TRAIN_LEVEL = Level("train", 0.5, n_candidates=4, near_miss=0.5)
-
-
-@dataclass(frozen=True)
-class MCItem:
-    """One multiple-choice item: a question, its candidate answers and the right one's position."""
-
-    question: str
-    candidates: tuple[str, ...]
-    gold: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.gold < len(self.candidates):
-            raise ValueError(f"gold index {self.gold} outside the {len(self.candidates)} candidates")
 
 
 def items_from_task(task: RetrievalTask, level: Level, seed: int, split: str = "train") -> list[MCItem]:
@@ -72,8 +59,8 @@ class FinetuneConfig:
     lr: float = 5e-5
     temperature: float = 0.05
     weight_decay: float = 0.0
-    max_length: int = 96
-    train_level: Level = DEFAULT_TRAIN_LEVEL
+    max_length: int = 128
+    train_level: Level | BodyLevel = DEFAULT_TRAIN_LEVEL
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, minimum=1)
@@ -96,20 +83,25 @@ class FinetuneStats:
 class RetrievalTrainer:
     """Fine-tunes an encoder on multiple-choice items; ``train(model, masks, steps, ...)``.
 
-    ``items`` is a list of :class:`MCItem` or a :class:`RetrievalTask` (its training episodes at
-    ``config.train_level``, redrawn per seed)."""
+    ``items`` is a list of :class:`MCItem`, or a :class:`BodyRetrievalTask` / :class:`RetrievalTask`
+    (its training items at ``config.train_level``, redrawn per seed)."""
 
     def __init__(
-        self, items: Sequence[MCItem] | RetrievalTask, tokenizer: Any, config: FinetuneConfig | None = None
+        self,
+        items: Sequence[MCItem] | RetrievalTask | BodyRetrievalTask,
+        tokenizer: Any,
+        config: FinetuneConfig | None = None,
     ) -> None:
         self.source, self.tokenizer = items, tokenizer
         self.config = config or FinetuneConfig()
-        if not isinstance(items, RetrievalTask) and not items:
+        if not isinstance(items, (RetrievalTask, BodyRetrievalTask)) and not items:
             raise ValueError("no training items")
 
     def train_items(self, seed: int) -> list[MCItem]:
         if isinstance(self.source, RetrievalTask):
             return items_from_task(self.source, self.config.train_level, seed, "train")
+        if isinstance(self.source, BodyRetrievalTask):
+            return self.source.items(self.config.train_level, seed, "train")
         return list(self.source)
 
     def _encode(self, model: torch.nn.Module, texts: Sequence[str]) -> torch.Tensor:

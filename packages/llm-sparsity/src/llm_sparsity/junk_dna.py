@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from llm_sparsity.finetune import RetrievalTrainer
-from llm_sparsity.probe import RetrievalSuite
+from llm_sparsity.probe import MCSuite, RetrievalSuite
 from llm_sparsity.pruning import check_sparsity, prune, rewind
 from llm_sparsity.targets import Targets
 from research_utils.logs import progress
@@ -34,33 +34,38 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+Suite = MCSuite | RetrievalSuite
 
 
 def difficulty_rank(axis: str, value: float) -> float:
-    """Larger = harder: more options, more near-miss distractors, more operators, less training data."""
-    return -value if axis == "train_data" else value
+    """Larger = harder: more options, more similar distractors, more operators, less training data,
+    shorter query context (``context`` value 0 means the full question)."""
+    if axis == "train_data":
+        return -value
+    if axis == "context":
+        return 0.0 if value == 0 else 1.0 / value
+    return value
 
 
-def _pruned_embeddings(
+def _pruned_encoding(
     model: torch.nn.Module,
     targets: Targets,
-    suite: RetrievalSuite,
+    suite: Suite,
     method: str,
     sparsity: float,
     seed: int,
     score_kwargs: Mapping[str, Any],
-) -> tuple[torch.Tensor, torch.Tensor, float]:
+) -> tuple[torch.Tensor, float]:
     masks = prune(
         model, targets, sparsity, method, generator=torch.Generator().manual_seed(seed), **score_kwargs
     )
-    q, c = suite.embeddings(model)
-    return q, c, masks.sparsity()
+    return suite.encode(model), masks.sparsity()
 
 
 def run_difficulty_curves(
     model: torch.nn.Module,
     targets: Targets,
-    suite: RetrievalSuite,
+    suite: Suite,
     sparsities: Sequence[float],
     methods: Sequence[str] = ("magnitude", "random"),
     *,
@@ -87,9 +92,11 @@ def run_difficulty_curves(
     try:
         for method, s, seed in progress(cells, desc="difficulty curves"):
             rewind(model, pretrained)
-            q, c, actual = _pruned_embeddings(model, targets, suite, method, s, seed or 0, score_kwargs or {})
+            encoded, actual = _pruned_encoding(
+                model, targets, suite, method, s, seed or 0, score_kwargs or {}
+            )
             seeds = suite.seeds if seed is None else [seed]
-            for row in suite.evaluate_embeddings(q, c, seeds=seeds):
+            for row in suite.evaluate_encoded(encoded, seeds=seeds):
                 row = {
                     "method": "dense" if s == 0.0 else method,
                     "sparsity": float(s),
@@ -169,7 +176,7 @@ def quantize_weights(model: torch.nn.Module, targets: Targets, bits: int) -> Non
 
 
 def quantization_control(
-    model: torch.nn.Module, targets: Targets, suite: RetrievalSuite, bits: Sequence[int] = (8, 6, 4, 3)
+    model: torch.nn.Module, targets: Targets, suite: Suite, bits: Sequence[int] = (8, 6, 4, 3)
 ) -> list[dict[str, Any]]:
     """The same difficulty rows for weight quantization instead of pruning (dense = 32-bit)."""
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -187,13 +194,14 @@ def quantization_control(
 def finetune_recovery(
     model: torch.nn.Module,
     targets: Targets,
-    suite: RetrievalSuite,
+    suite: Suite,
     trainer: RetrievalTrainer,
     sparsities: Sequence[float],
     modes: Sequence[str] = ("sparse", "sparse_to_dense"),
     *,
     steps: int = 20,
     seed: int = 0,
+    evaluate_before: bool = True,
 ) -> list[dict[str, Any]]:
     """Prune (global magnitude), fine-tune ``steps`` in each transfer mode, evaluate every level.
     The dense model gets the same fine-tuning, as the reference point for normalisation."""
@@ -205,13 +213,13 @@ def finetune_recovery(
         for s, mode in progress(cells, desc="fine-tuning recovery"):
             rewind(model, pretrained)
             masks = prune(model, targets, s) if s > 0 else None
-            before = suite.evaluate(model, seeds=[seed])
+            before = suite.evaluate(model, seeds=[seed]) if evaluate_before else None
             stats = trainer.train(model, masks, steps, seed=seed, mode=mode, pretrained=pre_targets)
             after = suite.evaluate(model, seeds=[seed])
             density = float(
                 np.mean([float(p.ne(0).float().mean()) for p in targets.parameters(model).values()])
             )
-            for b, a in zip(before, after, strict=True):
+            for b, a in zip(before or [{"accuracy": None}] * len(after), after, strict=True):
                 rows.append(
                     {
                         **a,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from llm_sparsity.models import TokenizedTexts, embed, tokenize
-from llm_sparsity.tasks import Episode, Level, RetrievalTask
+from llm_sparsity.tasks import Episode, Level, MCItem, RetrievalTask
 from research_utils.validation import check_positive
 
 __all__ = ["RetrievalSuite", "RidgeProbe", "episode_accuracy"]
@@ -87,15 +87,17 @@ class RetrievalSuite:
         self.questions: TokenizedTexts = tokenize(tokenizer, questions, batch_size, max_length)
         self.candidates: TokenizedTexts = tokenize(tokenizer, strings, batch_size, max_length)
 
-    def embeddings(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        return embed(model, self.questions), embed(model, self.candidates)
+    def encode(self, model: torch.nn.Module) -> torch.Tensor:
+        """Embeddings of every question, then every candidate equation."""
+        return torch.cat([embed(model, self.questions), embed(model, self.candidates)])
 
     def evaluate(self, model: torch.nn.Module, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        return self.evaluate_embeddings(*self.embeddings(model), seeds=seeds)
+        return self.evaluate_encoded(self.encode(model), seeds=seeds)
 
-    def evaluate_embeddings(
-        self, q: torch.Tensor, c: torch.Tensor, seeds: Sequence[int] | None = None
+    def evaluate_encoded(
+        self, encoded: torch.Tensor, seeds: Sequence[int] | None = None
     ) -> list[dict[str, Any]]:
+        q, c = encoded[: self.questions.n], encoded[self.questions.n :]
         n_train = len(self.task.train)
         q_train, q_eval = q[:n_train], q[n_train:]
         gold_train = torch.tensor([self.candidate_index[p.template] for p in self.task.train])
@@ -118,6 +120,68 @@ class RetrievalSuite:
                         "accuracy": episode_accuracy(scores, [e.gold for e in eps]),
                         "chance": level.chance,
                         "n_eval": len(eps),
+                    }
+                )
+        return rows
+
+
+class MCSuite:
+    """Zero-shot multiple-choice retrieval at several levels and seeds: every distinct text is
+    embedded once per model; a question picks the most cosine-similar candidate.
+
+    ``task`` needs ``items(level, seed, split) -> list[MCItem]`` (e.g. ``BodyRetrievalTask``)."""
+
+    def __init__(
+        self,
+        task: Any,
+        tokenizer: Any,
+        levels: Sequence[Any],
+        *,
+        seeds: Sequence[int] = (0,),
+        split: str = "eval",
+        batch_size: int = 64,
+        max_length: int = 128,
+    ) -> None:
+        if not levels:
+            raise ValueError("the difficulty suite needs at least one level")
+        if not seeds:
+            raise ValueError("the difficulty suite needs at least one seed")
+        self.levels, self.seeds = list(levels), list(seeds)
+        self.items: dict[tuple[int, str], list[MCItem]] = {
+            (seed, lv.name): task.items(lv, seed, split) for seed in self.seeds for lv in self.levels
+        }
+        strings = sorted(
+            {t for its in self.items.values() for it in its for t in (it.question, *it.candidates)}
+        )
+        self.index = {t: i for i, t in enumerate(strings)}
+        self.texts: TokenizedTexts = tokenize(tokenizer, strings, batch_size, max_length)
+
+    def encode(self, model: torch.nn.Module) -> torch.Tensor:
+        return embed(model, self.texts)
+
+    def evaluate(self, model: torch.nn.Module, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        return self.evaluate_encoded(self.encode(model), seeds=seeds)
+
+    def evaluate_encoded(
+        self, encoded: torch.Tensor, seeds: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for seed in self.seeds if seeds is None else seeds:
+            for level in self.levels:
+                items = self.items[(seed, level.name)]
+                scores = [
+                    encoded[[self.index[c] for c in it.candidates]] @ encoded[self.index[it.question]]
+                    for it in items
+                ]
+                rows.append(
+                    {
+                        "seed": seed,
+                        "level": level.name,
+                        "axis": level.axis,
+                        "value": level.value,
+                        "accuracy": episode_accuracy(scores, [it.gold for it in items]),
+                        "chance": level.chance,
+                        "n_eval": len(items),
                     }
                 )
         return rows

@@ -30,7 +30,14 @@ from llm_sparsity.pruning import (
     rewind,
 )
 from llm_sparsity.targets import Targets
-from llm_sparsity.tasks import Level, RetrievalTask, load_arithmetic
+from llm_sparsity.tasks import (
+    BodyLevel,
+    BodyRetrievalTask,
+    Level,
+    RetrievalTask,
+    load_arithmetic,
+    load_question_bodies,
+)
 from research_utils.logs import progress
 from research_utils.masks import MaskSet
 from research_utils.registry import Registry
@@ -133,9 +140,35 @@ def _arithmetic(source: str, near_miss: float) -> Callable[..., TaskBundle]:
     return build
 
 
-TASKS.register("svamp")(_arithmetic("mawps-asdiv-a_svamp", 0.5))
-TASKS.register("svamp-hard")(_arithmetic("mawps-asdiv-a_svamp", 1.0))
-TASKS.register("mawps")(_arithmetic("mawps", 0.5))
+def _bodies(source: str, hard: float, n_candidates: int = 8) -> Callable[..., TaskBundle]:
+    def build(
+        data_dir: Path,
+        tokenizer: Any,
+        *,
+        n_train: int = 600,
+        n_eval: int = 300,
+        budget: Budget,
+        seed: int = 0,
+    ) -> TaskBundle:
+        try:
+            passages = load_question_bodies(data_dir, source)
+        except FileNotFoundError as exc:
+            raise TaskUnavailable(str(exc)) from exc
+        task = BodyRetrievalTask.from_passages(passages, n_train, n_eval, seed=0)
+        level = BodyLevel("smc", hard, n_candidates=n_candidates, hard=hard)
+        cfg = FinetuneConfig(batch_size=budget.batch_size, lr=budget.lr, train_level=level)
+        return TaskBundle(
+            source, RetrievalTrainer(task, tokenizer, cfg), task.items(level, 0, "eval"), tokenizer
+        )
+
+    return build
+
+
+# question -> body retrieval (N=8; half / all distractors lexically close) and equation retrieval
+TASKS.register("svamp")(_bodies("mawps-asdiv-a_svamp", 0.5))
+TASKS.register("svamp-hard")(_bodies("mawps-asdiv-a_svamp", 1.0))
+TASKS.register("mawps")(_bodies("mawps", 0.5))
+TASKS.register("svamp-equations")(_arithmetic("mawps-asdiv-a_svamp", 0.5))
 
 # Hugging Face multiple-choice adapters: (hub id, config, train split, eval split, converter)
 _LETTERS = "ABCDE"

@@ -1,4 +1,12 @@
-"""Equation-retrieval tasks built from real math word problems, with difficulty axes.
+"""Retrieval tasks built from real math word problems, with difficulty axes.
+
+Main task (zero-shot, used for the curves): :class:`BodyRetrievalTask` - given a problem's
+question sentence ("How many apples does she have left?"), find the problem's body (the story
+with the numbers) among N candidate bodies, by cosine similarity of sentence embeddings. Its
+difficulty axes: ``options`` (N), ``distractors`` (share of lexically similar bodies among the
+distractors) and ``context`` (only the first k words of the question are given).
+
+Second task (needs a trained head or fine-tuning): :class:`RetrievalTask`, equation retrieval.
 
 Each problem's question (numbers replaced by ``number0``, ``number1``...) must be matched to its
 equation template (``number0 - number1``) among N candidates. Difficulty axes (Junk DNA study):
@@ -25,13 +33,19 @@ from research_utils.validation import check_choice, check_int, check_range
 
 __all__ = [
     "ARITHMETIC_SOURCES",
+    "BODY_LEVELS",
     "DEFAULT_LEVELS",
+    "BodyLevel",
+    "BodyRetrievalTask",
     "Episode",
     "Level",
+    "MCItem",
+    "Passage",
     "Problem",
     "RetrievalTask",
     "infix_to_prefix",
     "load_arithmetic",
+    "load_question_bodies",
     "near_miss_variants",
     "render",
 ]
@@ -324,4 +338,168 @@ class RetrievalTask:
             pos = rng.randrange(level.n_candidates)
             cands = [*distractors[:pos], gold, *distractors[pos:]]
             out.append(Episode(qi, tuple(cands), pos))
+        return out
+
+
+# ------------------------------------------------------------------ question -> body retrieval
+@dataclass(frozen=True)
+class MCItem:
+    """One multiple-choice item: a question, its candidate answers and the right one's position."""
+
+    question: str
+    candidates: tuple[str, ...]
+    gold: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gold < len(self.candidates):
+            raise ValueError(f"gold index {self.gold} outside the {len(self.candidates)} candidates")
+
+
+@dataclass(frozen=True)
+class Passage:
+    question: str
+    body: str
+    split: str
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def load_question_bodies(data_dir: str | Path, source: str = "mawps-asdiv-a_svamp") -> list[Passage]:
+    """(question sentence, body) pairs; one question per distinct body (the first one)."""
+    check_choice("arithmetic source", source, ARITHMETIC_SOURCES)
+    root = Path(data_dir)
+    pairs: list[Passage] = []
+    if source == "svamp":
+        records = json.loads(require_path(root, "arithmetic/SVAMP.json", HINT).read_text(encoding="utf-8"))
+        pairs = [Passage(_clean(r["Question"]), _clean(r["Body"]), "all") for r in records]
+    else:
+        qcol = "Ques" if source == "mawps-asdiv-a_svamp" else "Ques_Statement"
+        for split in ("train", "dev"):
+            path = require_path(root, f"arithmetic/{source}/{split}.csv", HINT)
+            with path.open(newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    pairs.append(Passage(_clean(row[qcol]), _clean(row["Body"]), split))
+    seen: set[str] = set()
+    out = []
+    for p in pairs:
+        if p.question and p.body and p.body.lower() not in seen:
+            seen.add(p.body.lower())
+            out.append(p)
+    return out
+
+
+_WORD = re.compile(r"[a-z]{3,}")
+
+
+def _content_words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+@dataclass(frozen=True)
+class BodyLevel:
+    """A difficulty level of question -> body retrieval."""
+
+    axis: str
+    value: float
+    n_candidates: int = 8
+    hard: float = 0.0  # share of distractors taken from the lexically closest bodies
+    query_words: int | None = None  # keep only the first k words of the question
+
+    @property
+    def name(self) -> str:
+        return f"{self.axis}={self.value:g}"
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.n_candidates
+
+
+BODY_LEVELS: tuple[BodyLevel, ...] = (
+    *(BodyLevel("options", n, n_candidates=n) for n in (2, 4, 8, 16, 32)),
+    *(BodyLevel("distractors", f, n_candidates=8, hard=f) for f in (0.0, 0.5, 1.0)),
+    *(BodyLevel("context", k, n_candidates=8, query_words=k or None) for k in (0, 8, 4)),
+)
+
+
+@dataclass
+class BodyRetrievalTask:
+    """Question -> body retrieval over train/eval passages; distractors come from the same split."""
+
+    train: list[Passage]
+    eval: list[Passage]
+    neighbours: int = 40
+
+    def __post_init__(self) -> None:
+        if len(self.train) < 2 or len(self.eval) < 2:
+            raise ValueError(
+                f"need at least 2 train and 2 eval passages, got {len(self.train)} and {len(self.eval)}"
+            )
+        self._near: dict[str, list[list[int]]] = {}
+
+    @classmethod
+    def from_passages(
+        cls, passages: Sequence[Passage], n_train: int | None = None, n_eval: int | None = None, seed: int = 0
+    ) -> BodyRetrievalTask:
+        rng = random.Random(seed)
+        train = [p for p in passages if p.split == "train"]
+        dev = [p for p in passages if p.split == "dev"]
+        if not train or not dev:
+            pool = list(passages)
+            rng.shuffle(pool)
+            cut = int(0.8 * len(pool))
+            train, dev = pool[:cut], pool[cut:]
+        if n_train is not None and n_train < len(train):
+            train = rng.sample(train, check_int("n_train", n_train, minimum=2))
+        if n_eval is not None and n_eval < len(dev):
+            dev = rng.sample(dev, check_int("n_eval", n_eval, minimum=2))
+        return cls(train=train, eval=dev)
+
+    def split(self, name: str) -> list[Passage]:
+        check_choice("split", name, ("train", "eval"))
+        return self.train if name == "train" else self.eval
+
+    def near(self, split: str) -> list[list[int]]:
+        """Per passage, the other passages of the split by decreasing Jaccard overlap of content words."""
+        if split not in self._near:
+            words = [_content_words(p.body) for p in self.split(split)]
+            out = []
+            for i, wi in enumerate(words):
+                sims = [(len(wi & wj) / max(1, len(wi | wj)), -j) for j, wj in enumerate(words) if j != i]
+                sims.sort(reverse=True)
+                out.append([-j for _, j in sims[: self.neighbours]])
+            self._near[split] = out
+        return self._near[split]
+
+    def items(self, level: BodyLevel, seed: int = 0, split: str = "eval") -> list[MCItem]:
+        """Multiple-choice items at ``level``: deterministic given ``seed``; gold position random."""
+        passages = self.split(split)
+        check_int("n_candidates", level.n_candidates, minimum=2)
+        check_range("hard", level.hard, 0.0, 1.0)
+        if level.n_candidates > len(passages):
+            raise ValueError(
+                f"level {level.name} needs {level.n_candidates} candidates but the {split} split has "
+                f"{len(passages)} passages"
+            )
+        rng = random.Random(seed * 1_000_003 + level.n_candidates * 101 + int(level.hard * 100))
+        near = self.near(split) if level.hard > 0 else []
+        out = []
+        for i, p in enumerate(passages):
+            n_dis = level.n_candidates - 1
+            n_hard = round(level.hard * n_dis)
+            chosen = near[i][:n_hard] if n_hard else []
+            taken = {i, *chosen}
+            while len(chosen) < n_dis:
+                j = rng.randrange(len(passages))
+                if j not in taken:
+                    chosen.append(j)
+                    taken.add(j)
+            rng.shuffle(chosen)
+            pos = rng.randrange(level.n_candidates)
+            order = [*chosen[:pos], i, *chosen[pos:]]
+            query = (
+                p.question if level.query_words is None else " ".join(p.question.split()[: level.query_words])
+            )
+            out.append(MCItem(query, tuple(passages[j].body for j in order), pos))
         return out
