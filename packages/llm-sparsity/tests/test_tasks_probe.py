@@ -107,6 +107,17 @@ def test_difficulty_trend_orders_levels() -> None:
     assert t["levels_easy_to_hard"] == [1.0, 0.25, 0.05]
     assert t["spearman_drop_vs_difficulty"] == pytest.approx(1.0)
     assert t["hardest_minus_easiest"] == pytest.approx(0.4)
+    flat = [{**r, "drop": 0.0} for r in rows]  # ties: no trend, not a perfect one
+    assert difficulty_trend(flat, "magnitude", (0.5, 0.8))["train_data"]["spearman_drop_vs_difficulty"] != 1.0
+
+
+def test_normalise_uses_the_dense_rows_not_other_zero_sparsity_rows() -> None:
+    rows = [
+        {"method": "dense", "sparsity": 0.0, "seed": 0, "level": "a", "accuracy": 0.9, "chance": 0.5},
+        {"method": "quant3", "sparsity": 0.0, "seed": 0, "level": "a", "accuracy": 0.7, "chance": 0.5},
+    ]
+    out = normalise(rows)
+    assert out[1]["normalised"] == pytest.approx(0.5) and out[1]["drop"] == pytest.approx(0.5)
 
 
 def test_quantize_weights_levels(tiny) -> None:
@@ -148,7 +159,7 @@ def _passages(n: int, split: str) -> list:
 def test_body_items_hard_distractors_and_context() -> None:
     from llm_sparsity.tasks import BodyLevel, BodyRetrievalTask
 
-    task = BodyRetrievalTask(_passages(20, "train"), _passages(24, "dev"))
+    task = BodyRetrievalTask(_passages(20, "train"), _passages(24, "dev"), max_overlap=1.01)
     items = task.items(BodyLevel("distractors", 1.0, n_candidates=3, hard=1.0), seed=0)
     assert len(items) == 24
     for i, it in enumerate(items):
@@ -162,6 +173,12 @@ def test_body_items_hard_distractors_and_context() -> None:
     )
     with pytest.raises(ValueError, match="has 24 passages"):
         task.items(BodyLevel("options", 64, n_candidates=64))
+    # with an overlap cap, same-topic bodies (identical content words) are near-copies and
+    # never serve as distractors of each other
+    strict = BodyRetrievalTask(_passages(20, "train"), _passages(24, "dev"), max_overlap=0.9)
+    for i, it in enumerate(strict.items(BodyLevel("options", 3, n_candidates=3), seed=0)):
+        topic = strict.eval[i].body.split()[3]
+        assert sum(topic in c for c in it.candidates) == 1
 
 
 def test_mc_suite_on_tiny_model() -> None:

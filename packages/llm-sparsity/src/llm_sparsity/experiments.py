@@ -138,7 +138,7 @@ def isp_section(
         sparsities, final, imp_rounds, imp_steps = [0.7], 3, 2, 4
         isp_cfg = dict(rounds=2, n_masks=3, weak_steps=1, main_steps=0)
     else:
-        sparsities, final, imp_rounds, imp_steps = [0.5, 0.8], 10, 3, 10
+        sparsities, final, imp_rounds, imp_steps = [0.5, 0.8], 10, 3, 20
         isp_cfg = dict(rounds=3, n_masks=4, weak_steps=1, main_steps=1)
 
     def evaluate(m: torch.nn.Module) -> float:

@@ -114,11 +114,8 @@ def run_difficulty_curves(
 def normalise(rows: list[dict[str, Any]], dense_method: str = "dense") -> list[dict[str, Any]]:
     """Add ``normalised`` = (acc - chance) / (dense acc - chance) and ``drop`` = 1 - normalised, per
     seed and level, the dense reference being the row of ``dense_method`` (or sparsity 0)."""
-    dense = {
-        (r["seed"], r["level"]): r["accuracy"]
-        for r in rows
-        if r["method"] == dense_method or r["sparsity"] == 0.0
-    }
+    refs = [r for r in rows if r["method"] == dense_method] or [r for r in rows if r["sparsity"] == 0.0]
+    dense = {(r["seed"], r["level"]): r["accuracy"] for r in refs}
     out = []
     for r in rows:
         ref = dense.get((r["seed"], r["level"]))
@@ -132,9 +129,20 @@ def normalise(rows: list[dict[str, Any]], dense_method: str = "dense") -> list[d
     return out
 
 
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks with ties sharing their average rank."""
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v), dtype=float)
+    for value in np.unique(v):
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    rx = np.argsort(np.argsort(x)).astype(float)
-    ry = np.argsort(np.argsort(y)).astype(float)
+    rx, ry = _ranks(x), _ranks(y)
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])

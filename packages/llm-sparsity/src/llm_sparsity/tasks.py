@@ -430,6 +430,7 @@ class BodyRetrievalTask:
     train: list[Passage]
     eval: list[Passage]
     neighbours: int = 40
+    max_overlap: float = 0.5  # content-word Jaccard overlap above which a body counts as a copy
 
     def __post_init__(self) -> None:
         if len(self.train) < 2 or len(self.eval) < 2:
@@ -437,6 +438,7 @@ class BodyRetrievalTask:
                 f"need at least 2 train and 2 eval passages, got {len(self.train)} and {len(self.eval)}"
             )
         self._near: dict[str, list[list[int]]] = {}
+        self._copies: dict[str, list[set[int]]] = {}
 
     @classmethod
     def from_passages(
@@ -461,15 +463,22 @@ class BodyRetrievalTask:
         return self.train if name == "train" else self.eval
 
     def near(self, split: str) -> list[list[int]]:
-        """Per passage, the other passages of the split by decreasing Jaccard overlap of content words."""
+        """Per passage, the other passages of the split by decreasing Jaccard overlap of content words
+        (only those below ``max_overlap``: near-copies of the gold are excluded)."""
         if split not in self._near:
             words = [_content_words(p.body) for p in self.split(split)]
-            out = []
+            out: list[list[int]] = []
+            copies: list[set[int]] = []
             for i, wi in enumerate(words):
                 sims = [(len(wi & wj) / max(1, len(wi | wj)), -j) for j, wj in enumerate(words) if j != i]
+                # near-copies of the same story (SVAMP varies one body many times) would make the
+                # item ambiguous rather than hard: they are never used as distractors
+                copies.append({-j for o, j in sims if o >= self.max_overlap})
+                sims = [x for x in sims if x[0] < self.max_overlap]
                 sims.sort(reverse=True)
                 out.append([-j for _, j in sims[: self.neighbours]])
             self._near[split] = out
+            self._copies[split] = copies
         return self._near[split]
 
     def items(self, level: BodyLevel, seed: int = 0, split: str = "eval") -> list[MCItem]:
@@ -483,13 +492,16 @@ class BodyRetrievalTask:
                 f"{len(passages)} passages"
             )
         rng = random.Random(seed * 1_000_003 + level.n_candidates * 101 + int(level.hard * 100))
-        near = self.near(split) if level.hard > 0 else []
+        near = self.near(split)
+        copies = self._copies[split]
         out = []
         for i, p in enumerate(passages):
             n_dis = level.n_candidates - 1
             n_hard = round(level.hard * n_dis)
             chosen = near[i][:n_hard] if n_hard else []
-            taken = {i, *chosen}
+            taken = {i, *chosen, *copies[i]}
+            if len(passages) - len(taken) < n_dis - len(chosen):
+                taken = {i, *chosen}  # tiny pools: allow near-copies rather than fail
             while len(chosen) < n_dis:
                 j = rng.randrange(len(passages))
                 if j not in taken:
