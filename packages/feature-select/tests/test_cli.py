@@ -1,13 +1,59 @@
+import json
+
 from typer.testing import CliRunner
 
 from feature_select import __version__
 from feature_select.cli import app
 
+runner = CliRunner()
+
 
 def test_help_and_version() -> None:
-    runner = CliRunner()
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
+    for command in ("run", "benchmark", "reproduce", "datasets"):
+        assert command in result.output
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0, sub.output
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert __version__ in result.output
+
+
+def test_run_and_benchmark_on_bundled_data(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["run", "--dataset", "wine", "--k", "4", "--epochs", "4", "--hidden", "16,16", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "result.json").read_text())
+    assert len(data["selected_features"]) == 4 and 0 <= data["accuracy"]["svc"] <= 1
+    assert list((out / "model").glob("ckpt-*.safetensors"))
+    bench = tmp_path / "bench"
+    args = [
+        "benchmark",
+        "--datasets",
+        "wine",
+        "--ks",
+        "2,4",
+        "--seeds",
+        "0",
+        "--methods",
+        "neurofs,f_classif,random",
+    ]
+    result = runner.invoke(app, [*args, "--epochs", "3", "--hidden", "8,8", "--out", str(bench)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((bench / "summary.json").read_text())
+    assert set(summary["ranking_scores"]["svc"]) == {"neurofs", "f_classif", "random"}
+    assert len((bench / "results.jsonl").read_text().splitlines()) == 6
+    # resuming runs nothing new
+    result = runner.invoke(app, [*args, "--epochs", "3", "--hidden", "8,8", "--out", str(bench)])
+    assert len((bench / "results.jsonl").read_text().splitlines()) == 6
+
+
+def test_bad_cli_values_are_reported() -> None:
+    result = runner.invoke(app, ["run", "--dataset", "nope"])
+    assert result.exit_code != 0
+    assert "unknown dataset 'nope'" in str(result.exception) + result.output
+    result = runner.invoke(app, ["benchmark", "--ks", "a,b"])
+    assert result.exit_code != 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import pathlib
+import time
+
 import typer
 
 from feature_select import __version__
@@ -12,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+log = logging.getLogger("feature_select")
 
 
 def _version_callback(value: bool) -> None:
@@ -25,5 +30,173 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
     ),
+    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
 ) -> None:
     """NeuroFS: supervised feature selection by neuron evolution in sparse neural networks."""
+    from research_utils.logs import setup_logging
+    from research_utils.torch_utils import set_torch_threads
+
+    setup_logging(log_level)
+    set_torch_threads(1)
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    return tuple(_ints(text, "--hidden"))
+
+
+@app.command()
+def datasets() -> None:
+    """List the data sets known by name (scikit-feature files need --data-dir or $RESEARCH_DATA_DIR)."""
+    from feature_select.data import DATASETS
+
+    for name in DATASETS.names():
+        typer.echo(name)
+
+
+@app.command()
+def run(
+    dataset: str = typer.Option(
+        "madelon", "--dataset", help="Data set name (see `feature-select datasets`)."
+    ),
+    k: int = typer.Option(50, "--k", help="Number of features to select."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default: $RESEARCH_DATA_DIR)."),
+    out: pathlib.Path = typer.Option(
+        pathlib.Path("results/run/feature-select"), "--out", help="Output directory."
+    ),
+    epochs: int = typer.Option(40, "--epochs", help="Training epochs."),
+    hidden: str = typer.Option(
+        "300,300", "--hidden", help="Hidden layer sizes, comma separated (paper: 1000,1000,1000)."
+    ),
+    epsilon: float = typer.Option(13.0, "--epsilon", help="Erdős–Rényi sparsity parameter."),
+    lr: float = typer.Option(0.05, "--lr", help="SGD learning rate."),
+    batch_size: int = typer.Option(50, "--batch-size", help="Mini-batch size."),
+    backend: str = typer.Option("auto", "--backend", help="sparse, dense or auto (by density)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Run NeuroFS on one data set: selected features, classifier accuracies, weights (safetensors)."""
+    from feature_select.data import load_dataset, split_and_scale
+    from feature_select.evaluation import evaluate_subset
+    from feature_select.selector import NeuroFS
+    from research_utils.checkpoint import save_checkpoint
+    from research_utils.metadata import run_metadata
+    from research_utils.results import write_json
+    from research_utils.seeding import seed_everything
+
+    seed_everything(seed)
+    data = load_dataset(dataset, data_dir)
+    split = split_and_scale(data)
+    params = dict(
+        hidden=_hidden(hidden), epochs=epochs, epsilon=epsilon, lr=lr, batch_size=batch_size, backend=backend
+    )
+    start = time.perf_counter()
+    selector = NeuroFS(n_features_to_select=k, random_state=seed, scale=None, **params)
+    selector.fit(split.x_train, split.y_train)
+    seconds = time.perf_counter() - start
+    scores = evaluate_subset(
+        split.x_train, split.y_train, split.x_test, split.y_test, selector.selected_features_, seed
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for i, layer in enumerate(selector.model_.sparse_layers):
+        rows, cols, values = layer.connections()
+        tensors |= {
+            f"layer{i}.rows": rows,
+            f"layer{i}.cols": cols,
+            f"layer{i}.values": values,
+            f"layer{i}.bias": layer.bias.detach(),
+        }
+    tensors |= {
+        "output.weight": selector.model_.output.weight.detach(),
+        "output.bias": selector.model_.output.bias.detach(),
+    }
+    save_checkpoint(
+        out / "model",
+        epochs,
+        tensors,
+        {"dataset": dataset, "k": k, **{k_: str(v) for k_, v in params.items()}},
+    )
+    result = {
+        "dataset": dataset,
+        "k": k,
+        "selected_features": selector.selected_features_.tolist(),
+        "accuracy": scores,
+        "fit_seconds": seconds,
+        "history": selector.history_,
+        "metadata": run_metadata(
+            seed=seed, config={**params, "hidden": list(params["hidden"]), "k": k, "dataset": dataset}
+        ),
+    }
+    write_json(out / "result.json", result)
+    typer.echo(
+        f"{dataset} K={k}: knn={scores['knn']:.3f} extratrees={scores['extratrees']:.3f} svc={scores['svc']:.3f} "
+        f"({seconds:.1f}s) -> {out / 'result.json'}"
+    )
+
+
+@app.command()
+def benchmark(
+    datasets: str = typer.Option("madelon", "--datasets", help="Comma-separated data set names."),
+    ks: str = typer.Option("25,50,100", "--ks", help="Comma-separated K values."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
+    methods: str = typer.Option(
+        "neurofs,f_classif,mutual_info,rfe_svm,sfm_extratrees,sfm_l1,lassonet,random",
+        "--methods",
+        help="Comma-separated methods.",
+    ),
+    out: pathlib.Path = typer.Option(
+        pathlib.Path("results/benchmark/feature-select"), "--out", help="Output directory."
+    ),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default: $RESEARCH_DATA_DIR)."),
+    epochs: int = typer.Option(40, "--epochs", help="NeuroFS training epochs."),
+    hidden: str = typer.Option("300,300", "--hidden", help="NeuroFS hidden layer sizes."),
+) -> None:
+    """Methods x data sets x K x seeds: results.jsonl (resumable), summary.json with the ranking table, plots."""
+    from feature_select.benchmark import (
+        GridConfig,
+        plot_accuracy_vs_k,
+        plot_ranking_scores,
+        run_grid,
+        summarize,
+    )
+    from feature_select.reproduce import NEUROFS_SMALL
+    from research_utils.results import write_json
+
+    cfg = GridConfig(
+        datasets=[d for d in datasets.split(",") if d],
+        ks=_ints(ks, "--ks"),
+        seeds=_ints(seeds, "--seeds"),
+        methods=[m for m in methods.split(",") if m],
+        method_params={"neurofs": {**NEUROFS_SMALL, "epochs": epochs, "hidden": _hidden(hidden)}},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_grid(cfg, out / "results.jsonl", data_dir)
+    summary = summarize(rows)
+    pngs = plot_accuracy_vs_k(rows, out, "svc")
+    pngs.append(plot_ranking_scores(summary["ranking_scores"], out / "ranking_scores.png"))
+    write_json(out / "summary.json", {**summary, "pngs": pngs})
+    for metric, scores in summary["ranking_scores"].items():
+        typer.echo(f"ranking score ({metric}): " + ", ".join(f"{m}={s:.1f}" for m, s in scores.items()))
+
+
+@app.command()
+def reproduce(
+    out: pathlib.Path = typer.Option(
+        pathlib.Path("results/reproduce/feature-select"), "--out", help="Output directory."
+    ),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default: $RESEARCH_DATA_DIR)."),
+    quick: bool = typer.Option(False, "--quick", help="Small version (<= 2.5 min on one core)."),
+) -> None:
+    """Reproduce the paper's ranking-score claim at small scale; writes summary.json last."""
+    from feature_select.reproduce import reproduce as run_reproduction
+
+    result = run_reproduction(out, data_dir, quick)
+    typer.echo(
+        f"{result['verdict']}: {result['verdict_reason']} ({result['seconds']}s) -> {out / 'summary.json'}"
+    )

@@ -1,0 +1,189 @@
+"""Topology evolution of NeuroFS: SET pruning, score-based regrowth and the input-neuron schedule.
+
+Everything works on connection lists ``(rows, cols, values)`` so it is the same for the sparse
+and the dense-masked backend. Candidate scores (absolute loss gradients, or random numbers for
+random regrowth) are produced a block of input rows at a time, so choosing new connections
+never materialises a dense ``n_in x n_out`` matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from research_utils.validation import check_int, check_range
+
+__all__ = [
+    "InputNeuronSchedule",
+    "RowScorer",
+    "keep_strongest_per_row",
+    "row_max_scores",
+    "set_prune_mask",
+    "top_new_connections",
+]
+
+# score_rows(row_indices) -> (len(row_indices), n_out) tensor of non-negative scores
+RowScorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def set_prune_mask(values: torch.Tensor, zeta: float) -> torch.Tensor:
+    """SET's removal rule: drop the fraction ``zeta`` of negative weights closest to zero and the
+    fraction ``zeta`` of positive weights closest to zero. Returns the boolean keep mask.
+
+    Exactly ``int((1 - zeta) * n_neg)`` negatives and ``int((1 - zeta) * n_pos)`` positives are
+    kept (the reference's threshold search keeps one positive weight fewer than negative ones; we
+    use the symmetric count). Weights that are exactly zero are removed.
+    """
+    check_range("zeta", zeta, 0.0, 1.0)
+    keep = torch.zeros(values.shape, dtype=torch.bool)
+    for sign in (-1.0, 1.0):
+        idx = torch.nonzero(values * sign > 0).flatten()
+        n_keep = int((1.0 - zeta) * idx.numel())
+        if n_keep:
+            order = torch.argsort((values[idx] * sign), descending=True, stable=True)
+            keep[idx[order[:n_keep]]] = True
+    return keep
+
+
+def keep_strongest_per_row(
+    rows: torch.Tensor, values: torch.Tensor, keep: torch.Tensor, must_rows: torch.Tensor
+) -> torch.Tensor:
+    """Make sure every row in ``must_rows`` keeps at least its largest-magnitude connection."""
+    keep = keep.clone()
+    if rows.numel() == 0 or must_rows.numel() == 0:
+        return keep
+    n = int(max(int(rows.max()), int(must_rows.max()))) + 1
+    has_kept = torch.zeros(n, dtype=torch.bool)
+    has_kept[rows[keep]] = True
+    need = torch.zeros(n, dtype=torch.bool)
+    need[must_rows] = True
+    need &= ~has_kept
+    if not bool(need.any()):
+        return keep
+    order = torch.argsort(values.abs(), descending=True, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]  # by row, strongest first within a row
+    sorted_rows = rows[order]
+    first = torch.ones_like(sorted_rows, dtype=torch.bool)
+    first[1:] = sorted_rows[1:] != sorted_rows[:-1]
+    strongest = order[first]
+    keep[strongest[need[rows[strongest]]]] = True
+    return keep
+
+
+def row_max_scores(
+    score_rows: RowScorer, row_ids: torch.Tensor, chunk_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest score of each row in ``row_ids`` and the column where it occurs."""
+    best = torch.empty(row_ids.numel())
+    where = torch.empty(row_ids.numel(), dtype=torch.int64)
+    for start in range(0, row_ids.numel(), chunk_rows):
+        block = score_rows(row_ids[start : start + chunk_rows])
+        values, cols = block.max(dim=1)
+        best[start : start + chunk_rows] = values
+        where[start : start + chunk_rows] = cols
+    return best, where
+
+
+def top_new_connections(
+    score_rows: RowScorer,
+    row_pool: torch.Tensor,
+    n_out: int,
+    existing_rows: torch.Tensor,
+    existing_cols: torch.Tensor,
+    n_new: int,
+    chunk_rows: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n_new`` highest-scoring positions in the rows ``row_pool`` that are not yet connected.
+
+    Scores are computed ``chunk_rows`` rows at a time and merged into a running top-``n_new``, so
+    peak memory is ``O(chunk_rows * n_out + n_new)``. Fewer positions are returned when fewer free
+    ones exist.
+    """
+    if n_new <= 0 or row_pool.numel() == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty
+    n_in = int(max(int(row_pool.max()), int(existing_rows.max()) if existing_rows.numel() else 0)) + 1
+    local = torch.full((n_in,), -1, dtype=torch.int64)
+    best_scores = torch.empty(0)
+    best_flat = torch.empty(0, dtype=torch.int64)
+    for start in range(0, row_pool.numel(), chunk_rows):
+        ids = row_pool[start : start + chunk_rows]
+        block = score_rows(ids).clone()
+        local[ids] = torch.arange(ids.numel())
+        hit = local[existing_rows] >= 0
+        block[local[existing_rows[hit]], existing_cols[hit]] = -math.inf
+        local[ids] = -1
+        flat = (ids[:, None] * n_out + torch.arange(n_out)[None, :]).flatten()
+        scores = torch.cat([best_scores, block.flatten()])
+        flats = torch.cat([best_flat, flat])
+        free = scores > -math.inf
+        scores, flats = scores[free], flats[free]
+        k = min(n_new, scores.numel())
+        top = torch.topk(scores, k, sorted=False).indices
+        best_scores, best_flat = scores[top], flats[top]
+    best_flat = torch.sort(best_flat).values
+    return best_flat // n_out, best_flat % n_out
+
+
+@dataclass
+class InputNeuronSchedule:
+    """Which input neurons to remove and how many to swap in, epoch by epoch.
+
+    * Removal: ``n_features - k`` neurons in total, spread over the epochs before
+      ``epoch_remove``: at epoch ``t`` remove ``ceil(remaining / (epoch_remove - t))`` of the
+      weakest *mature* active neurons (a neuron is mature once it has survived one evolution
+      step since it was (re)activated).
+    * Swap: additionally ``int(removed * zeta_in * (1 - t / epochs))`` weak mature neurons are
+      dropped and the same number of inactive neurons added (chosen by the caller, by gradient),
+      so the number of active neurons follows ``n_features - removed`` exactly.
+    """
+
+    n_features: int
+    k: int
+    zeta_in: float
+    epochs: int
+    epoch_remove: int
+    removed: int = 0
+    protection: torch.Tensor = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        check_int("n_features", self.n_features, minimum=1)
+        check_int("k", self.k, minimum=1, maximum=self.n_features)
+        check_range("zeta_in", self.zeta_in, 0.0, 1.0)
+        if self.protection is None:
+            self.protection = torch.zeros(self.n_features, dtype=torch.int64)
+
+    @property
+    def target_removed(self) -> int:
+        return self.n_features - self.k
+
+    def mark_all_active_mature(self, active: torch.Tensor) -> None:
+        """Warm-up epochs: every active neuron ages by one step."""
+        self.protection[active] += 1
+
+    def plan(self, epoch: int, strength: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Return ``(neurons_to_remove, n_to_add)`` for the evolution step after ``epoch``."""
+        n_swap = int(self.removed * self.zeta_in * (1.0 - epoch / self.epochs))
+        remaining = self.target_removed - self.removed
+        n_remove = 0 if remaining <= 0 else math.ceil(remaining / max(1, self.epoch_remove - epoch))
+        mature = active & (self.protection >= 1)
+        n_mature = int(mature.sum())
+        n_inactive = int((~active).sum())
+        n_remove = min(n_remove, n_mature)
+        n_swap = max(0, min(n_swap, n_mature - n_remove, n_inactive))
+        mature_ids = torch.nonzero(mature).flatten()
+        order = torch.argsort(strength[mature_ids], stable=True)
+        to_remove = torch.sort(mature_ids[order[: n_remove + n_swap]]).values
+        survivors = active.clone()
+        survivors[to_remove] = False
+        self.protection[to_remove] = 0
+        self.protection[survivors] += 1
+        self.removed += n_remove
+        return to_remove, n_swap
+
+    def mark_added(self, added: torch.Tensor) -> None:
+        """Newly activated neurons start immature."""
+        self.protection[added] = 0

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import scipy.io
+
+from feature_select.data import (
+    DatasetFileError,
+    load_dataset,
+    load_scikit_feature,
+    make_synthetic,
+    split_and_scale,
+)
+from feature_select.evaluation import evaluate_subset, ranking_scores, recovery_rate
+from research_utils.data import DatasetNotFoundError, resolve_data_dir
+
+
+def test_missing_mat_file_names_the_file(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"scikit-feature/madelon\.mat"):
+        load_scikit_feature("madelon", tmp_path)
+
+
+def test_corrupt_mat_file_names_the_file(tmp_path):
+    folder = tmp_path / "scikit-feature"
+    folder.mkdir()
+    (folder / "madelon.mat").write_bytes(b"MATLAB 5.0 garbage" + bytes(50))
+    with pytest.raises(DatasetFileError, match="madelon.mat"):
+        load_scikit_feature("madelon", tmp_path)
+
+
+def test_mat_file_without_keys_and_round_trip(tmp_path):
+    folder = tmp_path / "scikit-feature"
+    folder.mkdir()
+    scipy.io.savemat(folder / "arcene.mat", {"A": np.ones((3, 2))})
+    with pytest.raises(DatasetFileError, match=r"arcene\.mat has no X or Y"):
+        load_scikit_feature("arcene", tmp_path)
+    scipy.io.savemat(
+        folder / "arcene.mat", {"X": np.arange(12.0).reshape(6, 2), "Y": np.array([[1], [-1]] * 3)}
+    )
+    data = load_scikit_feature("arcene", tmp_path)
+    assert data.x.shape == (6, 2) and sorted(set(data.y)) == [0, 1]
+
+
+def test_real_scikit_feature_file_if_available():
+    path = resolve_data_dir() / "scikit-feature" / "madelon.mat"
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    data = load_dataset("madelon")
+    assert data.x.shape == (2600, 500) and data.n_classes == 2
+    split = split_and_scale(data)
+    assert split.x_train.shape == (2080, 500)
+    # StandardScaler fitted on the training split only
+    np.testing.assert_allclose(split.x_train.mean(0), 0, atol=1e-4)
+    assert abs(float(split.x_test.mean())) > 1e-6
+
+
+def test_minmax_scaler_is_fitted_on_train_only():
+    split = split_and_scale(load_dataset("wine"))
+    assert split.x_train.min() == pytest.approx(0) and split.x_train.max() == pytest.approx(1)
+    assert split.x_test.min() < 0 or split.x_test.max() > 1 or split.x_test.shape[0] == 36
+
+
+def test_synthetic_informative_indices_are_the_informative_columns():
+    data = make_synthetic(n_samples=400, n_features=50, n_informative=5, seed=3)
+    assert len(data.informative) == 5
+    from sklearn.feature_selection import f_classif
+
+    f = np.nan_to_num(f_classif(data.x, data.y)[0])
+    noise = np.setdiff1d(np.arange(50), data.informative)
+    assert np.median(f[data.informative]) > np.max(f[noise]) / 2
+
+
+def test_ranking_scores_hand_computed():
+    rows = [
+        {"dataset": "a", "k": 5, "method": "m1", "svc": 0.9},
+        {"dataset": "a", "k": 5, "method": "m2", "svc": 0.8},
+        {"dataset": "a", "k": 5, "method": "m3", "svc": 0.8},
+        {"dataset": "b", "k": 5, "method": "m1", "svc": 0.5},
+        {"dataset": "b", "k": 5, "method": "m1", "svc": 0.7},  # mean 0.6
+        {"dataset": "b", "k": 5, "method": "m2", "svc": 0.7},
+        {"dataset": "b", "k": 5, "method": "m3", "svc": 0.1},
+    ]
+    # cell a: m1 beats 2 -> 2; m2, m3 tie -> 0.5 each. cell b: m2 2, m1 1, m3 0
+    assert ranking_scores(rows) == {"m1": 3.0, "m2": 2.5, "m3": 0.5}
+
+
+def test_recovery_rate_and_evaluate_subset():
+    assert recovery_rate(np.array([1, 2, 3, 9]), np.array([1, 3, 5])) == 0.5
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 5))
+    y = (x[:, 2] > 0).astype(int)
+    scores = evaluate_subset(x[:60], y[:60], x[60:], y[60:], np.array([2]))
+    assert set(scores) == {"knn", "extratrees", "svc"} and scores["svc"] > 0.8
+    with pytest.raises(ValueError, match="at least one"):
+        evaluate_subset(x, y, x, y, np.array([], dtype=int))

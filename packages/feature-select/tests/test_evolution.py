@@ -1,0 +1,95 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from feature_select.evolution import (
+    InputNeuronSchedule,
+    keep_strongest_per_row,
+    row_max_scores,
+    set_prune_mask,
+    top_new_connections,
+)
+
+
+def test_set_prune_drops_the_weights_closest_to_zero_on_each_side():
+    values = torch.tensor([-5.0, -0.1, -1.0, -0.5, 0.2, 3.0, 0.05, 1.0, 0.0, 2.0])
+    keep = set_prune_mask(values, 0.5)
+    # 4 negatives -> keep int(0.5*4)=2 most negative (-5, -1); 5 positives -> keep 2 largest (3, 2); zero dropped
+    assert values[keep].sort().values.tolist() == [-5.0, -1.0, 2.0, 3.0]
+    assert set_prune_mask(values, 0.0).sum() == 9  # zeta=0 keeps every non-zero weight
+
+
+def test_keep_strongest_per_row_reactivates_emptied_rows_only():
+    rows = torch.tensor([0, 0, 1, 1, 2])
+    values = torch.tensor([0.1, -0.3, 0.2, 0.05, 1.0])
+    keep = torch.tensor([False, False, True, False, False])
+    fixed = keep_strongest_per_row(rows, values, keep, torch.tensor([0, 1]))
+    # row 0 gets its strongest (-0.3), row 1 already has one, row 2 is not required
+    assert fixed.tolist() == [False, True, True, False, False]
+
+
+def test_top_new_connections_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(9, 4, generator=g)
+    existing_rows = torch.tensor([0, 2, 2, 5])
+    existing_cols = torch.tensor([1, 0, 3, 2])
+    pool = torch.tensor([0, 2, 3, 5, 8])
+    rows, cols = top_new_connections(
+        lambda r: scores[r], pool, 4, existing_rows, existing_cols, 6, chunk_rows=2
+    )
+    masked = torch.full_like(scores, -math.inf)
+    masked[pool] = scores[pool]
+    masked[existing_rows, existing_cols] = -math.inf
+    expected = torch.topk(masked.flatten(), 6).indices
+    assert sorted((rows * 4 + cols).tolist()) == sorted(expected.tolist())
+
+
+def test_top_new_connections_returns_at_most_the_free_positions():
+    scores = torch.ones(2, 2)
+    rows, cols = top_new_connections(
+        lambda r: scores[r], torch.tensor([0, 1]), 2, torch.tensor([0]), torch.tensor([0]), 10, 1
+    )
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 1), (1, 0), (1, 1)]
+
+
+def test_row_max_scores():
+    scores = torch.tensor([[0.1, 0.9], [0.5, 0.2], [0.3, 0.3]])
+    best, where = row_max_scores(lambda r: scores[r], torch.tensor([2, 0]), 1)
+    torch.testing.assert_close(best, torch.tensor([0.3, 0.9]))
+    assert where.tolist()[1] == 1
+
+
+def test_schedule_removes_gradually_to_exactly_k_and_protects_immature_neurons():
+    d, k, epochs = 40, 5, 20
+    sched = InputNeuronSchedule(d, k, zeta_in=0.4, epochs=epochs, epoch_remove=13)
+    rng = np.random.default_rng(0)
+    active = torch.ones(d, dtype=torch.bool)
+    sched.mark_all_active_mature(active)
+    sched.mark_all_active_mature(active)
+    counts = []
+    for epoch in range(2, epochs - 1):
+        strength = torch.tensor(rng.random(d))
+        immature = active & (sched.protection < 1)
+        remove, n_add = sched.plan(epoch, strength, active)
+        assert not bool(immature[remove].any())  # only mature neurons are removed
+        active[remove] = False
+        inactive = torch.nonzero(~active).flatten()
+        # add n_add inactive neurons that were not removed just now
+        candidates = inactive[~torch.isin(inactive, remove)]
+        added = candidates[:n_add]
+        assert added.numel() == n_add
+        active[added] = True
+        sched.mark_added(added)
+        counts.append(int(active.sum()))
+    assert counts[0] < d
+    assert all(b <= a for a, b in itertools.pairwise(counts))  # never grows
+    assert counts[-1] == k
+    assert sched.removed == d - k
+
+
+def test_schedule_rejects_k_larger_than_d():
+    with pytest.raises(ValueError, match="k must be <= 10"):
+        InputNeuronSchedule(10, 11, 0.4, 10, 6)
