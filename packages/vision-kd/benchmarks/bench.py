@@ -49,13 +49,15 @@ def _data(n: int) -> tuple[ImageData, str]:
         ), "random (MNIST not found)"
 
 
-def _epoch_seconds(fn, repeats: int) -> dict[str, float]:
-    times = []
+def _round_robin(fns: dict[str, Any], repeats: int) -> dict[str, dict[str, float]]:
+    """Time every epoch function ``repeats`` times, interleaved (load spikes hit all of them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "runs": repeats}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {n: {"median_s": statistics.median(t), "min_s": min(t), "runs": repeats} for n, t in times.items()}
 
 
 def bench_distillation(n: int, repeats: int) -> dict[str, Any]:
@@ -80,31 +82,26 @@ def bench_distillation(n: int, repeats: int) -> dict[str, Any]:
     t_ch = feat_cache.features.shape[1]
     kd = {"temperature": cfg.kd_temperature, "alpha": cfg.kd_alpha}
 
-    rows: dict[str, Any] = {}
-    rows["student_only"] = _epoch_seconds(lambda: train(student(), data, None, tcfg), repeats)
-    rows["kd_cached_logits"] = _epoch_seconds(
-        lambda: train(student(), data, None, tcfg, create_loss("kd", **kd), teacher_cache=cache), repeats
-    )
-    rows["kd_live_teacher"] = _epoch_seconds(
-        lambda: train(student(), data, None, tcfg, create_loss("kd", **kd), teacher=teacher), repeats
-    )
-    rows["fd_cached_features"] = _epoch_seconds(
-        lambda: train(
-            student(), data, None, tcfg, create_loss("fd", student_channels=s_ch, teacher_channels=t_ch),
-            teacher_cache=feat_cache, student_tap=cfg.student_tap,
+    fd_args = {"student_channels": s_ch, "teacher_channels": t_ch}
+    fns: dict[str, Any] = {
+        "student_only": lambda: train(student(), data, None, tcfg),
+        "kd_cached_logits": lambda: train(student(), data, None, tcfg, create_loss("kd", **kd), teacher_cache=cache),
+        "kd_live_teacher": lambda: train(student(), data, None, tcfg, create_loss("kd", **kd), teacher=teacher),
+        "fd_cached_features": lambda: train(
+            student(), data, None, tcfg, create_loss("fd", **fd_args), teacher_cache=feat_cache,
+            student_tap=cfg.student_tap,
         ),
-        repeats,
-    )  # fmt: skip
-    rows["fd_live_teacher"] = _epoch_seconds(
-        lambda: train(
-            student(), data, None, tcfg, create_loss("fd", student_channels=s_ch, teacher_channels=t_ch),
-            teacher=teacher, student_tap=cfg.student_tap, teacher_tap=cfg.teacher_tap,
+        "fd_live_teacher": lambda: train(
+            student(), data, None, tcfg, create_loss("fd", **fd_args), teacher=teacher,
+            student_tap=cfg.student_tap, teacher_tap=cfg.teacher_tap,
         ),
-        repeats,
-    )  # fmt: skip
-    peer = _torchdistill_epoch(student, teacher, data, tcfg, kd, repeats)
+    }  # fmt: skip
+    peer = _torchdistill_epoch(student, teacher, data, tcfg, kd)
     if peer is not None:
-        rows.update(peer)
+        fns["torchdistill_kd_live_teacher"] = peer[0]
+    rows: dict[str, Any] = _round_robin(fns, repeats)
+    if peer is not None:
+        rows["torchdistill_kd_live_teacher"].update(peer[1])
     base = rows["student_only"]["median_s"]
     for row in rows.values():
         row["x_student_only"] = row["median_s"] / base
@@ -121,7 +118,8 @@ def bench_distillation(n: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def _torchdistill_epoch(student_fn, teacher, data, tcfg, kd, repeats) -> dict[str, Any] | None:
+def _torchdistill_epoch(student_fn, teacher, data, tcfg, kd) -> tuple[Any, dict[str, Any]] | None:
+    """One epoch of the same KD built from torchdistill's hooks and KDLoss, plus loss agreement."""
     try:
         from torchdistill.core.forward_hook import ForwardHookManager
         from torchdistill.losses.mid_level import KDLoss as TDKDLoss
@@ -161,10 +159,7 @@ def _torchdistill_epoch(student_fn, teacher, data, tcfg, kd, repeats) -> dict[st
             loss.backward()
             optimizer.step()
 
-    row = _epoch_seconds(epoch, repeats)
-    row["version"] = getattr(torchdistill, "__version__", "?")
-    row["loss_agreement_abs_diff"] = agreement
-    return {"torchdistill_kd_live_teacher": row}
+    return epoch, {"version": getattr(torchdistill, "__version__", "?"), "loss_agreement_abs_diff": agreement}
 
 
 def _throughput(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:

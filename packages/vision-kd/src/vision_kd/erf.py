@@ -116,14 +116,20 @@ def plot_erf(path: str | os.PathLike[str], maps: Mapping[str, np.ndarray], title
     import matplotlib.pyplot as plt
 
     n = len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 2.6), dpi=110, squeeze=False)
-    for ax, (name, scores) in zip(axes[0], maps.items(), strict=True):
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.2 * rows), dpi=110, squeeze=False)
+    flat = axes.ravel().tolist()
+    for ax, (name, scores) in zip(flat, maps.items(), strict=False):
         data = normalise_erf(scores)
         im = ax.imshow(data, cmap="magma", vmin=0, vmax=1)
         ax.set_title(name, fontsize=8)
+    for ax in flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
+    for ax in flat[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=flat, fraction=0.02)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.savefig(path, bbox_inches="tight")

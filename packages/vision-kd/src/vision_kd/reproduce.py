@@ -30,12 +30,13 @@ from research_utils.metadata import run_metadata
 from research_utils.results import JsonlWriter, plot_curves, write_json
 from research_utils.seeding import seed_everything
 from research_utils.validation import check_int
-from vision_kd.data import load_dataset
+from vision_kd.data import ImageData, load_dataset
 from vision_kd.erf import THRESHOLDS, erf_map, erf_summary, plot_erf
 from vision_kd.features import feature_channels
 from vision_kd.losses import create_loss
 from vision_kd.models import create_model
 from vision_kd.train import TrainConfig, cache_teacher_outputs, train
+from vision_kd.weights import load_model, save_model
 
 __all__ = ["ReproConfig", "run_reproduction"]
 
@@ -55,7 +56,7 @@ class ReproConfig:
 
     dataset: str = "mnist-cue"
     n_train: int = 10000  # the teachers' training set
-    n_student: int = 1000  # students see only n_student of those (labels and teacher outputs)
+    n_student: int = 2000  # students see only n_student of those (labels and teacher outputs)
     n_test: int = 2000
     match_teachers: bool = True  # stronger teacher: use its epoch snapshot closest to the weaker's accuracy
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -175,46 +176,32 @@ def run_reproduction(
     log.info("data: %s train %d, test %d, images %s", cfg.dataset, len(train_data), len(test_data), shape)
     common = {"in_chans": train_data.in_chans, "num_classes": train_data.num_classes}
 
-    # 1. teachers -------------------------------------------------------------------------
-    teachers: dict[str, torch.nn.Module] = {}
-    snapshots: dict[str, list[tuple[float, dict[str, torch.Tensor]]]] = {}
-    teacher_rows: dict[str, dict[str, Any]] = {}
-    curves: dict[str, Any] = {}
+    # 1. teachers (reused from OUT/teachers when an earlier run with the same settings saved them) --
     specs = {
         "large-kernel": (cfg.lk_teacher, cfg.lk_kwargs, cfg.teacher_epochs, cfg.teacher_lr),
         "transformer": (cfg.vit_teacher, cfg.vit_kwargs, cfg.vit_epochs, cfg.vit_lr),
     }
-    for kind, (name, kwargs, epochs, lr) in specs.items():
-        seed_everything(cfg.teacher_seed)
-        model = create_model(name, **common, **kwargs)
-        tcfg = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr, seed=cfg.teacher_seed)
-        snaps: list[tuple[float, dict[str, torch.Tensor]]] = []
-
-        def snapshot(row: dict[str, Any], model: torch.nn.Module = model, snaps: list = snaps) -> None:
-            snaps.append((row["test_acc"], {k: v.detach().clone() for k, v in model.state_dict().items()}))
-
-        result = train(model, train_data, test_data, tcfg, desc=f"teacher {kind}", on_epoch=snapshot)
-        snapshots[kind] = snaps
-        teachers[kind] = model
-        curves[f"{kind} teacher ({name})"] = (
-            [r["epoch"] for r in result["history"]],
-            [100 * r["test_acc"] for r in result["history"]],
-        )
-        teacher_rows[kind] = {
-            "kind": "teacher",
-            "teacher": kind,
-            "model": name,
-            "test_acc": result["test_acc"],
-            "params": sum(p.numel() for p in model.parameters()),
-            "train_seconds": sum(result["epoch_seconds"]),
-        }
-        log.info("teacher %s (%s): test accuracy %.4f", kind, name, result["test_acc"])
-    if cfg.match_teachers:
-        _match_teachers(teachers, snapshots, teacher_rows)
+    teacher_key = _teacher_key(cfg, specs)
+    loaded = _load_teachers(out / "teachers", teacher_key)
+    if loaded is not None:
+        teachers, teacher_rows, curves = loaded
+        log.info("teachers: reused from %s", out / "teachers")
+    else:
+        teachers, teacher_rows, curves = _train_teachers(cfg, specs, common, train_data, test_data)
+        for kind, model in teachers.items():
+            save_model(
+                out / "teachers" / kind, model, specs[kind][0], {**common, **specs[kind][1]},
+                key=teacher_key, row=teacher_rows[kind], curve=curves[kind],
+            )  # fmt: skip
     for row in teacher_rows.values():
         rows.append(row)
     teacher_curve_png = plot_curves(
-        out / "teacher_curves.png", curves, "epoch", "test accuracy (%)", title=f"teachers on {cfg.dataset}"
+        out / "teacher_curves.png",
+        {kind: curve for kind, curve in curves.items()},
+        "epoch",
+        "test accuracy (%)",
+        title=f"teachers on {cfg.dataset} (dashed: epoch used after accuracy matching)",
+        vlines={f"{kind}: epoch used": teacher_rows[kind]["epoch_used"] for kind in teachers},
     )
 
     # 2. students ---------------------------------------------------------------------------
@@ -355,6 +342,75 @@ def run_reproduction(
     write_json(out / "summary.json", summary)  # last: the demo treats summary.json as "done"
     log.info("verdict: %s (%s)", verdict, reason)
     return summary
+
+
+def _teacher_key(cfg: ReproConfig, specs: dict[str, Any]) -> str:
+    """Everything the teachers depend on, to decide whether saved teachers can be reused."""
+    import json
+
+    parts = {"specs": specs, "dataset": cfg.dataset, "n_train": cfg.n_train, "n_test": cfg.n_test,
+             "seed": cfg.teacher_seed, "batch": cfg.batch_size, "match": cfg.match_teachers}  # fmt: skip
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _load_teachers(directory: pathlib.Path, key: str) -> tuple[dict, dict, dict] | None:
+    teachers, rows, curves = {}, {}, {}
+    for kind in ("large-kernel", "transformer"):
+        if not (directory / kind).is_dir():
+            return None
+        try:
+            model, meta = load_model(directory / kind)
+        except (FileNotFoundError, ValueError) as err:
+            log.warning("cannot reuse teacher %s: %s", kind, err)
+            return None
+        if meta.get("key") != key:
+            log.info("saved teacher %s was trained with other settings; retraining", kind)
+            return None
+        teachers[kind], rows[kind], curves[kind] = model, meta["row"], tuple(meta["curve"])
+    return teachers, rows, curves
+
+
+def _train_teachers(
+    cfg: ReproConfig,
+    specs: dict[str, Any],
+    common: dict[str, int],
+    train_data: ImageData,
+    test_data: ImageData,
+) -> tuple[dict, dict, dict]:
+    teachers: dict[str, torch.nn.Module] = {}
+    snapshots: dict[str, list[tuple[float, dict[str, torch.Tensor]]]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    curves: dict[str, Any] = {}
+    for kind, (name, kwargs, epochs, lr) in specs.items():
+        seed_everything(cfg.teacher_seed)
+        model = create_model(name, **common, **kwargs)
+        tcfg = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr, seed=cfg.teacher_seed)
+        snaps: list[tuple[float, dict[str, torch.Tensor]]] = []
+
+        def snapshot(row: dict[str, Any], model: torch.nn.Module = model, snaps: list = snaps) -> None:
+            snaps.append((row["test_acc"], {k: v.detach().clone() for k, v in model.state_dict().items()}))
+
+        result = train(model, train_data, test_data, tcfg, desc=f"teacher {kind}", on_epoch=snapshot)
+        snapshots[kind] = snaps
+        teachers[kind] = model
+        curves[kind] = (
+            [r["epoch"] for r in result["history"]],
+            [100 * r["test_acc"] for r in result["history"]],
+        )
+        rows[kind] = {
+            "kind": "teacher",
+            "teacher": kind,
+            "model": name,
+            "test_acc": result["test_acc"],
+            "final_test_acc": result["test_acc"],
+            "epoch_used": epochs,
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_seconds": sum(result["epoch_seconds"]),
+        }
+        log.info("teacher %s (%s): test accuracy %.4f", kind, name, result["test_acc"])
+    if cfg.match_teachers:
+        _match_teachers(teachers, snapshots, rows)
+    return teachers, rows, curves
 
 
 def _match_teachers(
