@@ -24,7 +24,7 @@ def _check_valid(graph, batch) -> None:
 def test_every_sampler_returns_valid_subgraphs(graph, name) -> None:
     csr = graph.csr()
     small = {"saint_node": {"budget": 60}, "saint_edge": {"budget": 40}, "saint_rw": {"num_roots": 20}}
-    sampler = create_sampler(name, csr, graph.train_mask, seed=0, **small.get(name, {}))
+    sampler = create_sampler(name, csr, graph.train_mask, seed=0, backend="torch", **small.get(name, {}))
     for _ in range(3):
         _check_valid(graph, sampler.sample())
 
@@ -74,7 +74,9 @@ def test_random_walks_follow_edges(graph) -> None:
 
 def test_neighbor_sampler_respects_fanouts_and_puts_seeds_first(graph) -> None:
     csr = graph.csr()
-    sampler = create_sampler("neighbor", csr, graph.train_mask, seed=5, batch_size=7, fanouts=[3, 2])
+    sampler = create_sampler(
+        "neighbor", csr, graph.train_mask, seed=5, backend="torch", batch_size=7, fanouts=[3, 2]
+    )
     batch = sampler.sample()
     _check_valid(graph, batch)
     assert batch.num_targets == 7
@@ -89,7 +91,9 @@ def test_neighbor_sampler_respects_fanouts_and_puts_seeds_first(graph) -> None:
 
 
 def test_neighbor_epoch_visits_every_training_node(graph) -> None:
-    sampler = create_sampler("neighbor", graph.csr(), graph.train_mask, seed=6, batch_size=5, fanouts=[2])
+    sampler = create_sampler(
+        "neighbor", graph.csr(), graph.train_mask, seed=6, backend="torch", batch_size=5, fanouts=[2]
+    )
     n_train = int(graph.train_mask.sum())
     batches = [sampler.sample() for _ in range(-(-n_train // 5))]
     seen = torch.cat([b.nodes[: b.num_targets] for b in batches])
@@ -121,6 +125,8 @@ def test_sampler_bad_input(graph) -> None:
         create_sampler("graphsaint", csr, graph.train_mask, seed=0)
     with pytest.raises(ValueError, match=r"budget must be <= the number of nodes \(240\), got 999"):
         create_sampler("saint_node", csr, graph.train_mask, seed=0, budget=999)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        create_sampler("full", csr, graph.train_mask, seed=0, backend="cuda")
     with pytest.raises(ValueError, match="fanout"):
         create_sampler("neighbor", csr, graph.train_mask, seed=0, fanouts=[0])
     assert set(SAMPLERS.names()) == {"full", "cluster", "saint_node", "saint_edge", "saint_rw", "neighbor"}

@@ -385,10 +385,15 @@ def create_sampler(
     graph: CSRGraph,
     train_mask: torch.Tensor,
     seed: int,
-    backend: str = "torch",
+    backend: str = "auto",
     **kwargs,
 ) -> Sampler:
-    """Build a registered sampler; ``backend="auto"`` uses PyG's NeighborLoader when it can."""
+    """Build a registered sampler.
+
+    ``backend="auto"`` (default) uses PyG's NeighborLoader for ``neighbor`` when pyg-lib or
+    torch-sparse is installed, else the plain-torch sampler; ``backend="torch"`` always uses the
+    plain-torch one (bit-for-bit repeatable from ``seed``).
+    """
     if backend not in ("torch", "auto"):
         raise ValueError(f"backend must be one of ['torch', 'auto'], got {backend!r}")
     generator = torch.Generator().manual_seed(int(seed))
