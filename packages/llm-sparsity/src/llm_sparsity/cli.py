@@ -67,10 +67,12 @@ def _fail(exc: Exception) -> None:
 
 
 def _task(data_dir: str | None, n_train: int, n_eval: int, source: str = "mawps-asdiv-a_svamp"):
-    from llm_sparsity.tasks import RetrievalTask, load_arithmetic
+    """Question -> body retrieval over the offline word problems."""
+    from llm_sparsity.tasks import BodyRetrievalTask, load_question_bodies
     from research_utils.data import resolve_data_dir
 
-    return RetrievalTask.from_problems(load_arithmetic(resolve_data_dir(data_dir), source), n_train, n_eval)
+    passages = load_question_bodies(resolve_data_dir(data_dir), source)
+    return BodyRetrievalTask.from_passages(passages, n_train, n_eval)
 
 
 MODEL_HELP = "Hugging Face model name or local directory; 'minilm' = the offline all-MiniLM-L6-v2."

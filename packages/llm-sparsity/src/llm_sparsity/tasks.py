@@ -54,7 +54,7 @@ OPS = ("+", "-", "*", "/")
 ARITHMETIC_SOURCES = ("mawps-asdiv-a_svamp", "mawps", "svamp")
 HINT = (
     "The arithmetic word problems (SVAMP, MAWPS, MAWPS+ASDiv-A) come from VITA-Group/SMC-Bench "
-    "(Arithmetic_Reasoning/); put them under <data-dir>/arithmetic/ or pass --data-dir."
+    "(Arithmetic_Reasoning/); put them under <data-dir>/arithmetic/"
 )
 
 
