@@ -139,3 +139,15 @@ def test_state_dict_round_trip_and_refuses_other_model() -> None:
     bad = Masking(wrong, torch.optim.SGD(wrong.parameters(), lr=0.1), DSTConfig(density=0.2), 20)
     with pytest.raises(ValueError, match="different model"):
         bad.load_state_dict(tensors, meta)
+
+
+def test_adam_moments_do_not_resurrect_pruned_weights() -> None:
+    model = _mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    masking = Masking(model, optimizer, DSTConfig(density=0.2, update_frequency=2, update_rate=0.5), 20)
+    _train_steps(model, masking, optimizer, 7)
+    for n, p in masking.params.items():
+        pruned = ~masking.masks[n]
+        assert torch.all(p[pruned] == 0)
+        assert torch.all(optimizer.state[p]["exp_avg"][pruned] == 0)
+        assert torch.all(optimizer.state[p]["exp_avg_sq"][pruned] == 0)
