@@ -83,3 +83,18 @@ def test_verdict_rules():
     assert _verdict(cfg, accs, teachers)[0] == "not reproduced at this scale"
     with pytest.raises(ValueError, match="n_student"):
         ReproConfig(n_train=100, n_student=200).validate()
+
+
+def test_image_folder_loading(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls, value in (("cat", 40), ("dog", 200)):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (80, 70), (value, value + i, value)).save(folder / f"{i}.png")
+    data = load_dataset("folder", tmp_path, train=True)
+    assert data.images.shape == (6, 3, 64, 64) and data.num_classes == 2
+    assert sorted(data.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert load_dataset("folder", tmp_path, train=False, n=4).images.shape[0] == 4

@@ -94,12 +94,12 @@ class ReproConfig:
         return cls(
             n_train=3000,
             n_student=1000,
-            n_test=1000,
+            n_test=500,
             seeds=(0,),
             teacher_epochs=8,
             vit_epochs=10,
-            student_epochs=8,
-            erf_images=50,
+            student_epochs=6,
+            erf_images=30,
             quick=True,
         )
 
