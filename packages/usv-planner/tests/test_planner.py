@@ -3,6 +3,7 @@ import pytest
 
 from usv_planner.currents import CurrentField, UniformCurrent
 from usv_planner.environment import Environment, OccupancyMap
+from usv_planner.metrics import trapezoid
 from usv_planner.planner import GPMP2Planner, PlannerConfig
 from usv_planner.replanning import receding_horizon
 from usv_planner.scenarios import make_scenario
@@ -37,6 +38,10 @@ def test_current_aware_plan_takes_the_jet_side_and_keeps_clearance(jet):
         assert m["min_clearance_m"] >= 0.9 * cfg.epsilon
         results[mode] = (traj, m)
     aware, blind = results["spatiotemporal"], results["blind"]
+    # the model's own energy equals the true energy when planning on the true field
+    assert np.isclose(aware[1]["model_energy"], aware[1]["energy"])
+    speed = np.linalg.norm(blind[0].dense_velocities, axis=1)
+    assert np.isclose(blind[1]["model_energy"], trapezoid(speed**3, blind[0].dense_times))
     assert aware[0].dense_positions[:, 1].max() > 1000.0  # rides the jet north of the island
     assert aware[1]["energy"] < 0.5 * blind[1]["energy"]
 

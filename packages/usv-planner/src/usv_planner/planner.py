@@ -31,7 +31,7 @@ from usv_planner.factors import (
     segment_error,
 )
 from usv_planner.gp_interp import interpolate_states
-from usv_planner.metrics import trajectory_metrics
+from usv_planner.metrics import trajectory_metrics, trapezoid
 
 __all__ = ["CURRENT_MODES", "SOLVERS", "GPMP2Planner", "PlannerConfig", "Trajectory"]
 
@@ -121,6 +121,8 @@ class Trajectory:
     init_bulge: float
     cost_terms: dict[str, float] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    planning_field: CurrentField | None = field(default=None, repr=False)
+    kappa: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -129,6 +131,12 @@ class Trajectory:
     def metrics(self, env: Environment, current: CurrentField) -> dict[str, Any]:
         """:func:`usv_planner.metrics.trajectory_metrics` on the dense trajectory, plus solver flags."""
         out = trajectory_metrics(self.dense_times, self.dense_positions, self.dense_velocities, env, current)
+        if self.planning_field is not None:
+            # The planner's own energy model on the field it planned with (mean and uncertainty).
+            c, _ = self.planning_field.velocity(self.dense_positions, self.dense_times)
+            s, _ = self.planning_field.std(self.dense_positions, self.dense_times)
+            u2 = ((self.dense_velocities - c) ** 2).sum(axis=1) + 2.0 * self.kappa * s**2
+            out["model_energy"] = trapezoid(u2**1.5, self.dense_times)
         out.update(
             converged=self.converged,
             planner_collision_free=self.collision_free,
@@ -155,7 +163,10 @@ class GPMP2Planner:
         dt = 1.0 / (n - 1)
         q = np.full(2, cfg.qc)
         states = [gtsam.StateData(_pkey(i), _vkey(i), i * dt) for i in range(n)]
-        graphs = {name: gtsam.NonlinearFactorGraph() for name in ("prior", "obstacle", "current")}
+        names = ["prior", "obstacle", "current"]
+        if cfg.interp_backend == "batched":
+            names.append("obstacle+current (batched)")
+        graphs = {name: gtsam.NonlinearFactorGraph() for name in names}
         prior = graphs["prior"]
         goal_n = np.array([1.0, 0.0])
         endpoint = gtsam.noiseModel.Isotropic.Sigma(2, cfg.endpoint_sigma)
@@ -207,7 +218,7 @@ class GPMP2Planner:
                 )
                 keys = [k for i in range(i0, i0 + k_int + 1) for k in (_pkey(i), _vkey(i))]
                 dim = per * len(taus) * k_int
-                graphs["obstacle"].add(
+                graphs["obstacle+current (batched)"].add(
                     checked_custom_factor(gtsam.noiseModel.Unit.Create(dim), keys, fn, dim)
                 )
             graphs["obstacle"].add(checked_custom_factor(obs_noise, [_pkey(n - 1)], hinge, 1))
@@ -376,6 +387,8 @@ class GPMP2Planner:
             init_bulge=chosen["bulge"],
             cost_terms=chosen["terms"],
             candidates=candidates,
+            planning_field=current,
+            kappa=cfg.kappa if current.has_uncertainty else 0.0,
         )
 
     def _extract(self, result: gtsam.Values, scaled: _Scaled, rot: np.ndarray) -> dict[str, np.ndarray]:

@@ -133,9 +133,8 @@ def _gp_field(
     return field, xyt, info
 
 
-def _tasks(
-    cfg: ReproductionConfig, out: pathlib.Path
-) -> list[tuple[str, str, int, Callable[[], dict[str, Any]]]]:
+def _tasks(cfg: ReproductionConfig, out: pathlib.Path) -> tuple[list, dict, dict, dict[str, Scenario]]:
+    """Build the (scenario, planner, pair, run) tasks and the path/cache dicts the tasks fill."""
     tasks: list[tuple[str, str, int, Callable[[], dict[str, Any]]]] = []
     paths: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     cache: dict[str, Any] = {}
@@ -257,9 +256,7 @@ def _tasks(
     for n_obs in cfg.gp_sweep:
         for pair in range(min(cfg.max_pairs, len(gp_scn.pairs))):
             gpmp2(sweep_scn, pair, f"GPMP2 GP mean ({n_obs} obs)", _Lazy(n_obs), kappa=0.0)
-    tasks_paths = (paths, cache, {"jet-island": jet, "double-gyre": gyre, "gp-predicted": gp_scn})
-    _tasks.context = tasks_paths  # type: ignore[attr-defined]
-    return tasks
+    return tasks, paths, cache, {"jet-island": jet, "double-gyre": gyre, "gp-predicted": gp_scn}
 
 
 def _mean(rows: list[dict[str, Any]], scenario: str, planner: str, key: str) -> float:
@@ -282,8 +279,7 @@ def run_reproduction(out: str | pathlib.Path, quick: bool = False, seed: int = 0
         if r.get("config_tag") == tag
     }
     writer = JsonlWriter(rows_path)
-    tasks = _tasks(cfg, out)
-    paths, cache, scenarios = _tasks.context  # type: ignore[attr-defined]
+    tasks, paths, cache, scenarios = _tasks(cfg, out)
     rows: list[dict[str, Any]] = []
     for scenario, planner, pair, run in progress(tasks, desc="reproduction"):
         key = (scenario, planner, pair)
