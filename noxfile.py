@@ -1,6 +1,7 @@
 """All automation of the monorepo: lint, per-package tests, integration, builds, benchmarks, demo.
 
-Default sessions (`uv run nox`): lint, tests (every package, each in its own venv), integration.
+Default sessions (`uv run nox`): lint, tests (every package, each in its own venv), integration,
+build (every wheel installed alone into a clean venv).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "integration"]
+nox.options.sessions = ["lint", "tests", "integration", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = pathlib.Path(__file__).resolve().parent
