@@ -312,6 +312,9 @@ def reproduce(
     seeds: str | None = typer.Option(
         None, "--seeds", help="Comma-separated student seeds (default 0,1,2; quick: 0)."
     ),
+    n_student: int | None = typer.Option(
+        None, "--n-student", help="Training canvases the students see (default 1000; teachers see 10000)."
+    ),
 ) -> None:
     """Small-scale reproduction: SLaK vs ViT teachers for a 3x3 ResNet student (KD and FD), plus ERFs."""
     from research_utils.data import resolve_data_dir
@@ -321,6 +324,8 @@ def reproduce(
     try:
         if seeds:
             cfg.seeds = tuple(int(s) for s in seeds.split(","))
+        if n_student is not None:
+            cfg.n_student = n_student
         cfg.validate()
         summary = run_reproduction(out, resolve_data_dir(data_dir), cfg)
     except (ValueError, FileNotFoundError) as err:

@@ -56,7 +56,7 @@ class ReproConfig:
 
     dataset: str = "mnist-cue"
     n_train: int = 10000  # the teachers' training set
-    n_student: int = 2000  # students see only n_student of those (labels and teacher outputs)
+    n_student: int = 1000  # students see only n_student of those (labels and teacher outputs)
     n_test: int = 2000
     match_teachers: bool = True  # stronger teacher: use its epoch snapshot closest to the weaker's accuracy
     seeds: tuple[int, ...] = (0, 1, 2)
