@@ -100,7 +100,9 @@ class SpatioTemporalGP:
         self._targets = self._residual_targets(xyt, velocities)
         if optimize_hyper and len(xyt) >= 5:
             theta0 = self.hyper.as_log()
-            bounds = [(b - 4.0, b + 4.0) for b in theta0[:4]] + [(np.log(1e-4), np.log(10.0))]
+            # Stay within a factor e^2 (about 7) of the initial guess: sparse data can otherwise
+            # drive the fit to degenerate length scales that extrapolate wildly.
+            bounds = [(b - 2.0, b + 2.0) for b in theta0[:4]] + [(np.log(1e-4), np.log(10.0))]
 
             def objective(theta: np.ndarray) -> float:
                 value = self._lml(xyt, self._targets, GPHyperparameters.from_log(theta))

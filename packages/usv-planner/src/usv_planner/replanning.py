@@ -38,10 +38,16 @@ class RecedingHorizonResult:
     plans: list[Trajectory] = field(default_factory=list)
     observations: int = 0
     all_ok: bool = True
+    fallbacks: int = 0
 
     def metrics(self, env: Environment, current: CurrentField) -> dict[str, Any]:
         out = trajectory_metrics(self.times, self.positions, self.velocities, env, current)
-        out.update(replans=len(self.plans), observations=self.observations, planner_ok=self.all_ok)
+        out.update(
+            replans=len(self.plans),
+            observations=self.observations,
+            planner_ok=self.all_ok,
+            fallbacks=self.fallbacks,
+        )
         out["planning_time_s"] = float(sum(p.planning_time_s for p in self.plans))
         return out
 
@@ -60,8 +66,14 @@ def receding_horizon(
     prior: CurrentField | None = None,
     grid_cells: int = 41,
     seed: int = 0,
+    optimize_hyper: bool = False,
 ) -> RecedingHorizonResult:
-    """Plan, execute part, measure, re-estimate the current, replan until the goal time."""
+    """Plan, execute part, measure, re-estimate the current, replan until the goal time.
+
+    The GP keeps the given hyperparameters unless ``optimize_hyper`` (fitted once, on the first
+    10+ observations: few, collinear onboard samples can give degenerate fits). A replan that
+    fails (not converged or colliding) is not executed: the vehicle keeps its previous plan.
+    """
     check_positive("horizon", horizon)
     check_int("execute_intervals", execute_intervals, minimum=1)
     check_positive("sensor_noise", sensor_noise, strict=False)
@@ -80,12 +92,15 @@ def receding_horizon(
     out_t, out_p, out_v = [], [], []
     plans: list[Trajectory] = []
     fitted_once = False
+    following: Trajectory | None = None
+    k0 = 0
+    fallbacks = 0
     n = planner.config.n_states
     bar = progress(desc="receding horizon", total=int(np.ceil((n - 1) / execute_intervals)))
     while horizon - t > 1e-6:
         remaining = horizon - t
         if len(xyt):
-            gp.fit(xyt, vel_obs, optimize_hyper=not fitted_once and len(xyt) >= 10)
+            gp.fit(xyt, vel_obs, optimize_hyper=optimize_hyper and not fitted_once and len(xyt) >= 10)
             fitted_once = fitted_once or len(xyt) >= 10
             model = gp.to_field(gx, gy, np.linspace(t, horizon, 4))
         else:
@@ -95,23 +110,42 @@ def receding_horizon(
         step_planner = GPMP2Planner(dataclasses.replace(planner.config, n_states=n_now))
         plan = step_planner.plan(position, goal, env, model, t0=t, start_velocity=velocity, horizon=remaining)
         plans.append(plan)
-        last = len(plan.times) - 1 if execute_intervals >= len(plan.times) - 1 else execute_intervals
-        t_end = plan.times[last]
-        keep = plan.dense_times <= t_end + 1e-9
+        if plan.ok or following is None:
+            following, k0 = plan, 0
+        else:
+            # Keep following the previous (valid) plan rather than executing a failed replan.
+            log.warning(
+                "replan at t = %.0f s failed (converged=%s, collision-free=%s); keeping the previous plan",
+                t,
+                plan.converged,
+                plan.collision_free,
+            )
+            fallbacks += 1
+        path = following
+        last = min(k0 + execute_intervals, len(path.times) - 1)
+        t_end = path.times[last]
+        keep = (path.dense_times >= path.times[k0] - 1e-9) & (path.dense_times <= t_end + 1e-9)
         start_k = 0 if not out_t else 1  # do not repeat the state we start from
-        out_t.extend(plan.dense_times[keep][start_k:])
-        out_p.extend(plan.dense_positions[keep][start_k:])
-        out_v.extend(plan.dense_velocities[keep][start_k:])
-        visited = plan.positions[1 : last + 1]
-        times = plan.times[1 : last + 1]
+        out_t.extend(path.dense_times[keep][start_k:])
+        out_p.extend(path.dense_positions[keep][start_k:])
+        out_v.extend(path.dense_velocities[keep][start_k:])
+        visited = path.positions[k0 + 1 : last + 1]
+        times = path.times[k0 + 1 : last + 1]
         measured = true_current.velocity(visited, times)[0] + sensor_noise * rng.normal(size=visited.shape)
         xyt = np.vstack([xyt, np.column_stack([visited, times])])
         vel_obs = np.vstack([vel_obs, measured])
-        position, velocity, t = plan.positions[last], plan.velocities[last], float(t_end)
+        position, velocity, t = path.positions[last], path.velocities[last], float(t_end)
+        k0 = last
         bar.update(1)
-        if last == len(plan.times) - 1:
+        if last == len(path.times) - 1:
             break
     bar.close()
     return RecedingHorizonResult(
-        np.asarray(out_t), np.asarray(out_p), np.asarray(out_v), plans, len(xyt), all(p.ok for p in plans)
+        np.asarray(out_t),
+        np.asarray(out_p),
+        np.asarray(out_v),
+        plans,
+        len(xyt),
+        following is not None and following.ok,
+        fallbacks,
     )
