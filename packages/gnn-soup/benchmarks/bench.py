@@ -30,7 +30,7 @@ from gnn_soup.executors import ProcessExecutor
 from gnn_soup.ingredients import make_plan, train_plan
 from gnn_soup.partition import edge_cut, metis_partition, random_partition
 from gnn_soup.soup import make_evaluators
-from gnn_soup.training import TrainConfig, build_model
+from gnn_soup.training import IngredientSpec, TrainConfig, TrainingContext, build_model, train_ingredient
 from research_utils.logs import setup_logging
 from research_utils.metadata import run_metadata
 from research_utils.results import write_json
@@ -54,6 +54,7 @@ def bench_parallel(data: GraphData, steps: int) -> dict:
         finally:
             executor.close()
         out[f"workers_{workers}"] = {
+            "ingredient_seconds": [round(r.seconds, 2) for r in results],
             "cold_seconds": round(done - start, 3),
             "warm_seconds": round(done - started, 3),
             "pool_start_seconds": round(started - start, 3),
@@ -137,7 +138,15 @@ def bench_epoch(data: GraphData, epochs: int, seeds: list[int]) -> dict:
     ours = [_gnn_soup_loop(data, epochs, s) for s in seeds]
     naive_ms = statistics.median(t for t, _ in naive)
     ours_ms = statistics.median(t for t, _ in ours)
+    # the whole ingredient loop (sampling, validation every 5 steps, best-state copies) per step
+    context = TrainingContext(data)
+    config = TrainConfig(hidden_dim=16, steps=epochs, eval_every=5)
+    full_loop = [
+        train_ingredient(context, IngredientSpec(index=0, seed=s), config).seconds / epochs * 1000
+        for s in seeds
+    ]
     return {
+        "train_ingredient_ms_per_step_incl_eval_every_5": round(statistics.median(full_loop), 3),
         "epochs": epochs,
         "seeds": seeds,
         "pyg_example_ms_per_epoch": round(naive_ms, 3),
@@ -229,6 +238,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
     parser.add_argument("--data-dir", default=None, help="data directory with planetoid/Cora/raw")
     parser.add_argument("--skip-parallel", action="store_true", help="skip the 2-worker benchmark")
+    parser.add_argument("--only-parallel", action="store_true", help="run only the 2-worker benchmark")
     args = parser.parse_args()
     setup_logging("INFO")
     torch.set_num_threads(1)
@@ -236,22 +246,26 @@ def main() -> None:
     cache = pathlib.Path(tempfile.mkdtemp(prefix="gnn-soup-bench-"))
     data = load_dataset("Cora", data_dir=args.data_dir, cache_dir=cache)
     results: dict = {"dataset": data.summary(), "quick": args.quick}
-    log.info("epoch time")
-    results["epoch_time"] = bench_epoch(data, 60 if args.quick else 200, [0] if args.quick else [0, 1, 2])
-    log.info("soup search")
-    results["soup_search"] = bench_soup_search(data, 3 if args.quick else 10)
-    log.info("partition")
-    results["partition"] = bench_partition(data, [8, 32, 128], 3 if args.quick else 10)
+    if not args.only_parallel:
+        log.info("epoch time")
+        results["epoch_time"] = bench_epoch(data, 60 if args.quick else 200, [0] if args.quick else [0, 1, 2])
+        log.info("soup search")
+        results["soup_search"] = bench_soup_search(data, 3 if args.quick else 10)
+        log.info("partition")
+        results["partition"] = bench_partition(data, [8, 32, 128], 3 if args.quick else 10)
     if not args.skip_parallel:
         log.info("parallel speedup")
+        load_before = os.getloadavg()
         results["parallel"] = bench_parallel(data, 150 if args.quick else 600)
+        results["parallel"]["load_average_before"] = load_before
     results["peer"] = (
         "PyG 2.8 (examples/gcn.py loop). PyG's ClusterData, NeighborLoader and GraphSAINT samplers need "
         "pyg-lib or torch-sparse, which are not installed here, so they cannot be timed side by side."
     )
     results["load_average"] = os.getloadavg()
     results["metadata"] = run_metadata(packages=["gnn-soup", "torch-geometric", "pymetis"])
-    path = write_json(args.out / "bench.json", results)
+    name = "bench_parallel.json" if args.only_parallel else "bench.json"
+    path = write_json(args.out / name, results)
     log.info("wrote %s", path)
 
 
