@@ -91,3 +91,12 @@ def test_recovery_rate_and_evaluate_subset():
     assert set(scores) == {"knn", "extratrees", "svc"} and scores["svc"] > 0.8
     with pytest.raises(ValueError, match="at least one"):
         evaluate_subset(x, y, x, y, np.array([], dtype=int))
+
+
+def test_reproduction_verdict_rules():
+    from feature_select.reproduce import _verdict
+
+    assert _verdict({"neurofs": 5.0, "a": 3.0, "b": 1.0}, {"neurofs": 0.5}, 0.04)[0] == "reproduced"
+    assert _verdict({"a": 5.0, "neurofs": 3.0, "b": 1.0, "c": 0.0}, {"neurofs": 0.5}, 0.04)[0] == "partly"
+    verdict, reason = _verdict({"a": 5.0, "b": 3.0, "neurofs": 1.0}, {"neurofs": 0.05}, 0.04)
+    assert verdict == "not reproduced at this scale" and "#3 of 3" in reason

@@ -118,8 +118,9 @@ def _l1_logistic(x, y, k, seed, C=1.0):
     return np.lexsort((np.arange(x.shape[1]), -weight))
 
 
-@_register("lassonet", nested=True, hidden=50, path_multiplier=1.1, n_iters=(200, 30), M=10)
-def _lassonet(x, y, k, seed, hidden=50, path_multiplier=1.1, n_iters=(200, 30), M=10):
+@_register("lassonet", nested=True, hidden=20, path_multiplier=1.5, n_iters=(100, 10), patience=(10, 3), M=10)
+def _lassonet(x, y, k, seed, hidden=20, path_multiplier=1.5, n_iters=(100, 10), patience=(10, 3), M=10):
+    """LassoNet (Lemhadri et al.) with a short, coarse path so the grid fits on a CPU."""
     try:
         from lassonet import LassoNetClassifier
     except ImportError as exc:  # optional extra
@@ -128,6 +129,7 @@ def _lassonet(x, y, k, seed, hidden=50, path_multiplier=1.1, n_iters=(200, 30), 
         hidden_dims=(hidden,),
         path_multiplier=path_multiplier,
         n_iters=tuple(n_iters),
+        patience=tuple(patience),
         M=M,
         verbose=0,
         random_state=seed,

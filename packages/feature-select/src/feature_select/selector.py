@@ -108,7 +108,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
 
     def fit(self, X, y) -> NeuroFS:
         """Train the sparse network on ``(X, y)`` and select the strongest input features."""
-        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=2)
         check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
