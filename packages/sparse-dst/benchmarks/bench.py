@@ -166,9 +166,9 @@ def _time_rigl_torch(steps: int, frequency: int) -> dict[str, Any]:
         stub.models.resnet = types.ModuleType("torchvision.models.resnet")
         stub.models.resnet.BasicBlock = type("BasicBlock", (), {})
         stub.models.resnet.Bottleneck = type("Bottleneck", (), {})
-        sys.modules.setdefault("torchvision", stub)
-        sys.modules.setdefault("torchvision.models", stub.models)
-        sys.modules.setdefault("torchvision.models.resnet", stub.models.resnet)
+        sys.modules["torchvision"] = stub
+        sys.modules["torchvision.models"] = stub.models
+        sys.modules["torchvision.models.resnet"] = stub.models.resnet
         stubbed = True
     else:
         stubbed = False
