@@ -127,3 +127,19 @@ def test_planned_paths_keep_clearance_on_the_scenarios(name):
     m = traj.metrics(scn.env, scn.current)
     assert traj.ok and m["collision_free"]
     assert m["min_clearance_m"] >= 0.9 * cfg.epsilon
+
+
+def test_nan_inside_a_current_field_is_reported(jet):
+    class HoleyJet(CurrentField):
+        """The jet with NaN in a patch between start and goal (a broken forecast cell)."""
+
+        def velocity(self, points, t=0.0):
+            c, j = jet.current.velocity(points, t)
+            p = np.atleast_2d(points)
+            hole = (np.abs(p[:, 0] - 800.0) < 200.0) & (p[:, 1] > 700.0)
+            c[hole] = np.nan
+            return c, j
+
+    planner = GPMP2Planner(PlannerConfig(n_states=10, bulges=(0.0,), horizon=3000.0))
+    with pytest.raises(ValueError, match="not finite"):
+        planner.plan(*jet.pairs[0], jet.env, HoleyJet())
