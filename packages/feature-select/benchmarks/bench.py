@@ -156,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", required=True, help="output directory for bench.json")
+    parser.add_argument("--out", default=None, help="output directory for bench.json (required)")
     parser.add_argument("--quick", action="store_true", help="small sizes, a couple of minutes")
     parser.add_argument("--data-dir", default=None, help="data directory (default: $RESEARCH_DATA_DIR)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -164,6 +164,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if not args.out:
+        parser.error("--out DIR is required")
     from research_utils.data import resolve_data_dir
     from research_utils.metadata import run_metadata
     from research_utils.results import write_json

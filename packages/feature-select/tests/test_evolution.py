@@ -93,3 +93,22 @@ def test_schedule_removes_gradually_to_exactly_k_and_protects_immature_neurons()
 def test_schedule_rejects_k_larger_than_d():
     with pytest.raises(ValueError, match="k must be <= 10"):
         InputNeuronSchedule(10, 11, 0.4, 10, 6)
+
+
+def test_schedule_without_late_swaps_stops_swapping_after_removal():
+    d, k = 30, 5
+    sched = InputNeuronSchedule(d, k, zeta_in=0.4, epochs=20, epoch_remove=8, swap_until_end=False)
+    active = torch.ones(d, dtype=torch.bool)
+    sched.mark_all_active_mature(active)
+    added_per_epoch = []
+    for epoch in range(1, 19):
+        remove, n_add = sched.plan(epoch, torch.arange(d, dtype=torch.float32), active)
+        assert n_add <= int(0.4 * (int(active.sum()) - (remove.numel() - n_add)))
+        active[remove] = False
+        added = torch.nonzero(~active).flatten()
+        added = added[~torch.isin(added, remove)][:n_add]
+        active[added] = True
+        sched.mark_added(added)
+        added_per_epoch.append(n_add)
+    assert int(active.sum()) == k
+    assert sum(added_per_epoch[:7]) > 0 and sum(added_per_epoch[7:]) == 0

@@ -138,7 +138,11 @@ class InputNeuronSchedule:
       step since it was (re)activated).
     * Swap: additionally ``int(removed * zeta_in * (1 - t / epochs))`` weak mature neurons are
       dropped and the same number of inactive neurons added (chosen by the caller, by gradient),
-      so the number of active neurons follows ``n_features - removed`` exactly.
+      so the number of active neurons follows ``n_features - removed`` exactly. As in the
+      reference, swapping goes on until the end (``swap_until_end=True``); with only K neurons
+      left this replaces most of the active set every epoch (train accuracy drops after the
+      removal phase). ``swap_until_end=False`` stops swapping with the removal phase and swaps at
+      most ``zeta_in`` of the neurons that stay per step, so the last epochs fine-tune the K.
     """
 
     n_features: int
@@ -146,6 +150,7 @@ class InputNeuronSchedule:
     zeta_in: float
     epochs: int
     epoch_remove: int
+    swap_until_end: bool = True
     removed: int = 0
     protection: torch.Tensor = field(default=None)  # type: ignore[assignment]
 
@@ -166,14 +171,18 @@ class InputNeuronSchedule:
 
     def plan(self, epoch: int, strength: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Return ``(neurons_to_remove, n_to_add)`` for the evolution step after ``epoch``."""
-        n_swap = int(self.removed * self.zeta_in * (1.0 - epoch / self.epochs))
+        swapping = self.swap_until_end or epoch < self.epoch_remove
+        n_swap = int(self.removed * self.zeta_in * (1.0 - epoch / self.epochs)) if swapping else 0
         remaining = self.target_removed - self.removed
         n_remove = 0 if remaining <= 0 else math.ceil(remaining / max(1, self.epoch_remove - epoch))
         mature = active & (self.protection >= 1)
         n_mature = int(mature.sum())
+        n_active = int(active.sum())
         n_inactive = int((~active).sum())
         n_remove = min(n_remove, n_mature)
         n_swap = max(0, min(n_swap, n_mature - n_remove, n_inactive))
+        if not self.swap_until_end:  # at most zeta_in of the neurons that stay, per step
+            n_swap = min(n_swap, int(self.zeta_in * (n_active - n_remove)))
         mature_ids = torch.nonzero(mature).flatten()
         order = torch.argsort(strength[mature_ids], stable=True)
         to_remove = torch.sort(mature_ids[order[: n_remove + n_swap]]).values

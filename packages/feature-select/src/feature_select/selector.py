@@ -49,6 +49,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
         zeta_in: float = 0.4,
         zeta_hid: float = 0.2,
         frac_epoch_remove: float = 0.65,
+        swap_until_end: bool = True,
         warmup_epochs: int = 2,
         epochs: int = 100,
         batch_size: int = 100,
@@ -67,6 +68,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
         self.zeta_in = zeta_in
         self.zeta_hid = zeta_hid
         self.frac_epoch_remove = frac_epoch_remove
+        self.swap_until_end = swap_until_end
         self.warmup_epochs = warmup_epochs
         self.epochs = epochs
         self.batch_size = batch_size
@@ -127,6 +129,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
             zeta_in=self.zeta_in,
             zeta_hid=self.zeta_hid,
             frac_epoch_remove=self.frac_epoch_remove,
+            swap_until_end=bool(self.swap_until_end),
             warmup_epochs=self.warmup_epochs,
             epochs=self.epochs,
             batch_size=self.batch_size,

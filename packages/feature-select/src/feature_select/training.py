@@ -42,6 +42,7 @@ class NeuroFSConfig:
     zeta_in: float = 0.4
     zeta_hid: float = 0.2
     frac_epoch_remove: float = 0.65
+    swap_until_end: bool = True  # reference: input neurons are swapped until the last epoch
     warmup_epochs: int = 2  # epochs whose input layer is rewired like a hidden layer (reference: 2)
     epochs: int = 100  # the reference requires it on the command line; 100 here
     batch_size: int = 100
@@ -207,7 +208,7 @@ def train_neurofs(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: NeuroFSConf
     model = SparseMLP(d, n_classes, cfg.hidden, cfg.epsilon, cfg.activation, cfg.backend, cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     epoch_remove = max(1, int(cfg.epochs * cfg.frac_epoch_remove))
-    schedule = InputNeuronSchedule(d, cfg.k, cfg.zeta_in, cfg.epochs, epoch_remove)
+    schedule = InputNeuronSchedule(d, cfg.k, cfg.zeta_in, cfg.epochs, epoch_remove, cfg.swap_until_end)
     steps = max(1, n // cfg.batch_size)
     batch = min(cfg.batch_size, n)
     history: list[dict] = []
