@@ -217,3 +217,28 @@ def test_run_metadata_records_versions_seed_config() -> None:
     assert "research-utils" in meta["versions"] and "numpy" in meta["versions"]
     assert meta["machine"]["cpu_count"] >= 1
     json.dumps(meta)
+
+
+def test_cli_app_has_version_and_log_level() -> None:
+    from typer.testing import CliRunner
+
+    from research_utils.cli import create_app, fail
+
+    app = create_app("demo-tool", "A demo tool.", "1.2.3")
+
+    @app.command()
+    def hello(name: str = "x") -> None:
+        """Say hello."""
+        if name == "bad":
+            fail(ValueError("name must not be 'bad'"))
+        print(f"hello {name}")
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["--version"]).output.strip() == "demo-tool 1.2.3"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "A demo tool." in result.output and "hello" in result.output
+    assert runner.invoke(app, ["--log-level", "debug", "hello", "--name", "y"]).output.strip() == "hello y"
+    bad_level = runner.invoke(app, ["--log-level", "LOUD", "hello"])
+    assert bad_level.exit_code == 2 and "must be one of" in bad_level.output
+    bad = runner.invoke(app, ["hello", "--name", "bad"])
+    assert bad.exit_code == 2 and "error: name must not be 'bad'" in bad.output
