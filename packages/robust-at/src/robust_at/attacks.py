@@ -155,10 +155,12 @@ def pgd(
     x = x.detach()
     view = (-1, *([1] * (x.dim() - 1)))
     best_adv, best_loss = None, None
+    if norm == "linf":  # the feasible set is a box: intersect the eps-box with the input box once
+        lower = (x - eps).clamp_(box[0], box[1])
+        upper = (x + eps).clamp_(box[0], box[1])
     with torch.enable_grad():
         for _ in range(restarts):
-            x_adv = (x + _random_start(x, eps, norm, random_start)).clamp_(box[0], box[1])
-            x_adv = _project(x_adv, x, eps, norm, box)
+            x_adv = _project(x + _random_start(x, eps, norm, random_start), x, eps, norm, box)
             for _ in range(steps):
                 x_adv.requires_grad_(True)
                 logits = model(x_adv)
@@ -170,11 +172,12 @@ def pgd(
                         break
                     grad = grad * still_correct.view(view)
                 if norm == "linf":
-                    x_adv = x_adv + step_size * grad.sign()
+                    x_adv.add_(grad.sign_(), alpha=step_size)
+                    torch.maximum(x_adv, lower, out=x_adv)
+                    torch.minimum(x_adv, upper, out=x_adv)
                 else:
                     grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-                    x_adv = x_adv + step_size * grad / grad_norm
-                x_adv = _project(x_adv, x, eps, norm, box)
+                    x_adv = _project(x_adv + step_size * grad / grad_norm, x, eps, norm, box)
             if restarts == 1:
                 return x_adv.detach()
             with torch.no_grad():

@@ -426,7 +426,10 @@ def train(
             swa_model.load_state_dict(_unprefixed("swa", tensors))
         best_state = _unprefixed("best", tensors) or None
         best_test_state = _unprefixed("besttest", tensors) or None
-        best_test_acc = float(meta["best_test_acc"])
+        history = list(meta["history"])
+        best_test_acc = float(
+            meta.get("best_test_acc", max((r["test_robust_acc"] for r in history), default=-1.0))
+        )
         history, best = list(meta["history"]), dict(meta["best"])
         swa_started = bool(meta.get("swa_started"))
         start_epoch = int(meta["epoch"]) + 1
@@ -547,6 +550,7 @@ def train(
                 "epoch": epoch,
                 "history": history,
                 "best": best,
+                "best_test_acc": best_test_acc,
                 "optimizer": opt_meta,
                 "swa_started": swa_started,
             }
@@ -577,12 +581,13 @@ def train(
         if stop_early:
             break
 
+    states = {"best_val": best_state, "best_test": best_test_state}
     return _finish(
         cfg,
         out,
         base,
         swa_model if swa_started else None,
-        best_state,
+        states,
         best,
         history,
         data,
