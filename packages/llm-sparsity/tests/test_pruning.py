@@ -179,3 +179,24 @@ def test_gmp_and_imp_reach_target_and_imp_rewinds(tiny) -> None:
         keep = masks.masks[name]
         assert torch.equal(p.detach()[keep], pre[name][keep])
         assert torch.all(p.detach()[~keep] == 0)
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.93])
+def test_streaming_in_place_pruning_matches_maskset(tiny, sparsity: float) -> None:
+    from llm_sparsity.streaming import magnitude_threshold, prune_magnitude_in_place
+
+    targets = select_targets(tiny, "essential")
+    with torch.no_grad():  # ties across and inside tensors
+        first = targets.parameters(tiny)[targets.names[0]]
+        first[:4] = 0.01
+        targets.parameters(tiny)[targets.names[3]][:2] = -0.01
+    expected = make_masks(compute_scores("magnitude", tiny, targets), sparsity, "global")
+    info = prune_magnitude_in_place(tiny, targets, sparsity)
+    assert info["pruned"] == round(sparsity * targets.n_weights(tiny))
+    for name, p in targets.parameters(tiny).items():
+        assert torch.equal(p.ne(0), expected.masks[name]), name
+    values = torch.cat([torch.arange(10.0), torch.tensor([3.0, 3.0])])
+    for k in range(1, 13):
+        assert (
+            magnitude_threshold([values[:5], values[5:]], k, bins=4, chunk=3) == values.sort().values[k - 1]
+        )

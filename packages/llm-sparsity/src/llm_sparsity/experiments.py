@@ -138,8 +138,8 @@ def isp_section(
         sparsities, final, imp_rounds, imp_steps = [0.7], 3, 2, 4
         isp_cfg = dict(rounds=2, n_masks=3, weak_steps=1, main_steps=0)
     else:
-        sparsities, final, imp_rounds, imp_steps = [0.5, 0.8], 10, 3, 20
-        isp_cfg = dict(rounds=3, n_masks=4, weak_steps=1, main_steps=1)
+        sparsities, final, imp_rounds, imp_steps = [0.7], 8, 3, 12
+        isp_cfg = dict(rounds=3, n_masks=3, weak_steps=1, main_steps=0)
 
     def evaluate(m: torch.nn.Module) -> float:
         return mc_accuracy(m, tokenizer, eval_items)
@@ -214,17 +214,17 @@ def smc_section(
         n_eval = 100
     else:
         methods = ["omp_before", "omp_after", "random", "snip", "imp", "gmp", "rigl", "isp"]
-        sparsities = [default_sparsities(10)[i] for i in (1, 3, 6)]  # 0.36, 0.59, 0.79
+        sparsities = [default_sparsities(10)[i] for i in (1, 6)]  # 0.36, 0.79
         budget = Budget(
-            steps=6,
+            steps=5,
             imp_rounds=2,
-            imp_steps_per_round=6,
+            imp_steps_per_round=5,
             isp_rounds=2,
             isp_masks=3,
             isp_weak_steps=1,
             isp_main_steps=1,
         )
-        n_eval = 150
+        n_eval = 120
     trainer, eval_items = _mc_setup(task, tokenizer, budget.batch_size, budget.lr)
     bundle = TaskBundle("svamp", trainer, eval_items[:n_eval], tokenizer)
     results = out / "smc_bench.jsonl"
