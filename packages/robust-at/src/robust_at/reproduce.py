@@ -90,16 +90,12 @@ def _evaluate_final(
     model = build_model(cfg, data)
     model.load_state_dict(load_weights(run_dir / f"model_{which}.safetensors"))
     model.eval()
+    n_test = rc.eval_size or len(data.y_test)  # quick mode: a subset; full: all 597
+    x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
     pgd = pgd_accuracy(
-        model,
-        data.x_test,
-        data.y_test,
-        eps=cfg.eps,
-        step_size=cfg.step_size,
-        steps=rc.final_steps,
-        restarts=1,
+        model, x_test, y_test, eps=cfg.eps, step_size=cfg.step_size, steps=rc.final_steps, restarts=1
     )
-    clean = clean_accuracy(model, data.x_test, data.y_test)
+    clean = clean_accuracy(model, x_test, y_test)
     n = min(rc.autoattack_n, len(data.y_test))
     aa = autoattack_accuracy(
         model, data.x_test[:n], data.y_test[:n], eps=cfg.eps, version="custom", seed=seed
