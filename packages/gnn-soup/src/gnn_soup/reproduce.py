@@ -101,6 +101,7 @@ def _soup_run(
     evaluators = make_evaluators(build_model(cfg.train, data), data)
     soups = run_soups(evaluators, states, [m["val_acc"] for m in metas], grid=cfg.grid)
     soups.pop("_states")
+    soups["ingredient_seconds"] = sum(m["seconds"] for m in metas)
     return soups, [m["test_acc"] for m in metas]
 
 
@@ -166,7 +167,12 @@ def reproduce(
                     data, cfg, executor, out, seed, "shared", [sampler], 4, f"only-{sampler}"
                 )
                 rows.append(soups)
-            entry: dict[str, Any] = {"samplers": sampler, "init": "shared", "ingredients": 4}
+            entry: dict[str, Any] = {
+                "samplers": sampler,
+                "init": "shared",
+                "ingredients": 4,
+                "ingredient_seconds": round(sum(r["ingredient_seconds"] for r in rows), 1),
+            }
             for method in METHOD_LABELS:
                 mean, std = _mean_std([r[method]["test"] for r in rows])
                 entry[f"{method}_test"] = round(mean, 4)
@@ -199,6 +205,12 @@ def reproduce(
         "data": data.summary(),
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.perf_counter() - start, 1),
+        # training time of every ingredient as stored with it (survives resumed runs)
+        "ingredient_seconds_total": round(
+            sum(r["ingredient_seconds"] for r in per_seed)
+            + sum(r.get("ingredient_seconds", 0.0) for r in sampler_table),
+            1,
+        ),
         "metadata": run_metadata(
             seed=cfg.seeds[0], config=dataclasses.asdict(cfg), packages=["gnn-soup", "torch-geometric"]
         ),
