@@ -231,3 +231,7 @@ def reproduce(
             f"  {row['method']:<48} clean {row['clean_mean']:.3f}  PGD-20 {row['pgd_mean']:.3f}±{row['pgd_std']:.3f}"
             f"  AA {row['autoattack_mean']:.3f}"
         )
+
+
+if __name__ == "__main__":
+    app()
