@@ -316,7 +316,7 @@ def isp(
                 sparsity,
                 final_steps=final_steps,
                 imp_rounds=rounds,
-                imp_steps=10 * (weak_steps * masks + main_steps),
+                imp_steps=4 * max(weak_steps * masks + main_steps, 1),  # ISP search = 25% of IMP's
                 isp=cfg,
                 seed=seed,
             )
