@@ -242,3 +242,20 @@ def test_cli_app_has_version_and_log_level() -> None:
     assert bad_level.exit_code == 2 and "must be one of" in bad_level.output
     bad = runner.invoke(app, ["hello", "--name", "bad"])
     assert bad.exit_code == 2 and "error: name must not be 'bad'" in bad.output
+
+
+def test_setup_logging_follows_a_swapped_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+
+    from research_utils.logs import setup_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging("INFO")
+    first.close()  # as a test runner does after a command
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("x").info("still works")
+    assert "still works" in second.getvalue()
+    setup_logging("WARNING")

@@ -13,16 +13,30 @@ from tqdm.auto import tqdm
 __all__ = ["progress", "progress_enabled", "setup_logging"]
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap and close it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(level: str | int = "INFO") -> None:
-    """Configure the root logger once: time, level, logger name, message on stderr."""
+    """Configure the root logger: time, level, logger name, message on the current stderr."""
     if isinstance(level, str):
         level = level.upper()
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def progress_enabled() -> bool:
