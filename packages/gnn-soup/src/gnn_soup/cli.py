@@ -10,45 +10,17 @@ from typing import Any
 import typer
 
 from gnn_soup import __version__
+from research_utils.cli import create_app, fail
 
-app = typer.Typer(
-    name="gnn-soup",
-    help="Graph Ladling: data-centric model soups for GNNs.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+app = create_app("gnn-soup", "Graph Ladling: data-centric model soups for GNNs.", __version__)
 
 log = logging.getLogger("gnn_soup")
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"gnn-soup {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
-) -> None:
-    """Graph Ladling: data-centric model soups for GNNs."""
-    from research_utils.logs import setup_logging
-
-    setup_logging(log_level)
 
 
 def _threads() -> None:
     from research_utils.torch_utils import set_torch_threads
 
     set_torch_threads(1)
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=2)
 
 
 def parse_sampler_options(options: list[str]) -> dict[str, dict[str, Any]]:
@@ -135,7 +107,7 @@ def train_ingredients(
         data = load_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir, download=download)
         runner = create_executor(executor, workers=workers, ray_address=ray_address)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
+        fail(exc)
     store = IngredientStore(out)
     try:
         metas = train_plan(plan, data, runner, store, max_retries=max_retries)
@@ -143,7 +115,7 @@ def train_ingredients(
         typer.echo(f"error: {exc}; finished ingredients are saved, rerun to retry the rest", err=True)
         raise typer.Exit(code=1) from None
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         runner.close()
     for meta in metas:
@@ -183,7 +155,7 @@ def soup(
         evaluators = make_evaluators(build_model(plan.config, data), data)
         results = run_soups(evaluators, states, [m["val_acc"] for m in metas], grid=grid)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     soup_states = results.pop("_states")
     for name, state in soup_states.items():
         save_checkpoint(out / "weights" / name, 0, state, {"method": name, "run": str(run)})
@@ -239,11 +211,11 @@ def reproduce_cmd(
         config.dataset = dataset
         runner = create_executor(executor, workers=workers, ray_address=ray_address)
     except (ValueError, ImportError) as exc:
-        _fail(exc)
+        fail(exc)
     try:
         summary = reproduce(out, runner, data_dir=data_dir, quick=quick, config=config)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         runner.close()
     for row in summary["table"]:

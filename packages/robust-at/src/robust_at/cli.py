@@ -8,41 +8,15 @@ import pathlib
 
 import typer
 
+from research_utils.cli import create_app, fail
 from robust_at import __version__
 
-app = typer.Typer(
-    name="robust-at",
-    help="Adversarial training with Weighted Optimization Trajectories (WOT).",
-    no_args_is_help=True,
-    add_completion=False,
+app = create_app(
+    "robust-at", "Adversarial training with Weighted Optimization Trajectories (WOT).", __version__
 )
 log = logging.getLogger("robust_at")
 WEIGHTS = ("last", "best_val", "best_test", "swa")
 ATTACKS = ("pgd", "autoattack", "autoattack-quick")
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"robust-at {__version__}")
-        raise typer.Exit()
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=2)
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
-) -> None:
-    """Adversarial training with Weighted Optimization Trajectories (WOT)."""
-    from research_utils.logs import setup_logging
-
-    setup_logging(log_level)
 
 
 @app.command("list")
@@ -115,7 +89,7 @@ def train(
             cfg = build_config(preset, _merge(parse_overrides(extra), parse_overrides(overrides)))
         result = run_training(cfg, out, data_dir=data_dir, resume=resume)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(
         json.dumps({k: result.get(k) for k in ("last", "best_test", "early_stopping", "swa")}, indent=1)
     )
@@ -193,7 +167,7 @@ def evaluate(
                 autoattack_accuracy(model, x, y, eps=cfg.eps, norm=cfg.norm, version=version, seed=seed)
             )
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(exc)
+        fail(exc)
     if out is not None:
         write_json(out, result)
     typer.echo(json.dumps(result, indent=1))
@@ -224,7 +198,7 @@ def reproduce(
     try:
         summary = run_reproduction(out, str(data_dir) if data_dir else None, quick=quick, seeds=seeds or None)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"verdict: {summary['verdict']} ({summary['verdict_reason']})")
     for row in summary["table"]:
         typer.echo(

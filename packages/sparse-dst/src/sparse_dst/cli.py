@@ -9,34 +9,15 @@ from typing import Any
 
 import typer
 
+from research_utils.cli import create_app
 from sparse_dst import __version__
 
-app = typer.Typer(
-    name="sparse-dst",
-    help="Chase: channel-aware dynamic sparse training (plus RigL, SET and MEST-style DST).",
-    no_args_is_help=True,
-    add_completion=False,
+app = create_app(
+    "sparse-dst",
+    "Chase: channel-aware dynamic sparse training (plus RigL, SET and MEST-style DST).",
+    __version__,
 )
 log = logging.getLogger("sparse_dst")
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"sparse-dst {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
-) -> None:
-    """Chase: channel-aware dynamic sparse training."""
-    from research_utils.logs import setup_logging
-
-    setup_logging(log_level)
 
 
 def _fail(message: str) -> None:

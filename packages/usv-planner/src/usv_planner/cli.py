@@ -10,35 +10,16 @@ import pathlib
 import numpy as np
 import typer
 
+from research_utils.cli import create_app
 from usv_planner import __version__
 
-app = typer.Typer(
-    name="usv-planner",
-    help="GPMP2 path planning for unmanned surface vehicles with a spatiotemporal ocean-current factor.",
-    no_args_is_help=True,
-    add_completion=False,
+app = create_app(
+    "usv-planner",
+    "GPMP2 path planning for unmanned surface vehicles with a spatiotemporal ocean-current factor.",
+    __version__,
 )
 
 log = logging.getLogger("usv_planner")
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"usv-planner {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING, ERROR)."),
-) -> None:
-    """GPMP2 path planning for unmanned surface vehicles with a spatiotemporal ocean-current factor."""
-    from research_utils.logs import setup_logging
-
-    setup_logging(log_level.upper())
 
 
 def _pair(name: str, text: str | None) -> tuple[float, float] | None:
