@@ -259,3 +259,25 @@ def test_setup_logging_follows_a_swapped_stderr(monkeypatch: pytest.MonkeyPatch)
     logging.getLogger("x").info("still works")
     assert "still works" in second.getvalue()
     setup_logging("WARNING")
+
+
+def test_cli_app_threads_option() -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from research_utils.cli import create_app
+
+    app = create_app("t", "T.", "0", default_threads=1)
+
+    @app.command()
+    def threads() -> None:
+        print(torch.get_num_threads())
+
+    runner = CliRunner()
+    before = torch.get_num_threads()
+    try:
+        assert runner.invoke(app, ["threads"]).output.strip() == "1"
+        assert runner.invoke(app, ["--threads", "2", "threads"]).output.strip() == "2"
+        assert runner.invoke(app, ["--threads", "0", "threads"]).exit_code == 2
+    finally:
+        torch.set_num_threads(before)

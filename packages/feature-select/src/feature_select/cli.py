@@ -9,35 +9,15 @@ import time
 import typer
 
 from feature_select import __version__
+from research_utils.cli import create_app
 
-app = typer.Typer(
-    name="feature-select",
-    help="NeuroFS: supervised feature selection by neuron evolution in sparse neural networks.",
-    no_args_is_help=True,
-    add_completion=False,
+app = create_app(
+    "feature-select",
+    "NeuroFS: supervised feature selection by neuron evolution in sparse neural networks.",
+    __version__,
+    default_threads=1,
 )
 log = logging.getLogger("feature_select")
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"feature-select {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
-) -> None:
-    """NeuroFS: supervised feature selection by neuron evolution in sparse neural networks."""
-    from research_utils.logs import setup_logging
-    from research_utils.torch_utils import set_torch_threads
-
-    setup_logging(log_level)
-    set_torch_threads(1)
 
 
 def _ints(text: str, name: str) -> list[int]:

@@ -9,13 +9,14 @@ from typing import Any
 
 import typer
 
+from research_utils.cli import create_app
 from vision_kd import __version__
 
-app = typer.Typer(
-    name="vision-kd",
-    help="Large-kernel ConvNets as knowledge-distillation teachers for small-kernel ConvNets.",
-    no_args_is_help=True,
-    add_completion=False,
+app = create_app(
+    "vision-kd",
+    "Large-kernel ConvNets as knowledge-distillation teachers for small-kernel ConvNets.",
+    __version__,
+    default_threads=1,
 )
 
 log = logging.getLogger("vision_kd")
@@ -23,27 +24,6 @@ log = logging.getLogger("vision_kd")
 DATASET_HELP = (
     "mnist-cue (global-context task), mnist, digits, cifar10, cifar100 or folder (ImageFolder root)."
 )
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"vision-kd {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
-) -> None:
-    """Large-kernel ConvNets as knowledge-distillation teachers for small-kernel ConvNets."""
-    from research_utils.logs import setup_logging
-    from research_utils.torch_utils import set_torch_threads
-
-    setup_logging(log_level)
-    set_torch_threads(1)
 
 
 def _parse_value(text: str) -> Any:

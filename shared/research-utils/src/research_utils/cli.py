@@ -13,8 +13,18 @@ __all__ = ["create_app", "fail"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def create_app(name: str, help: str, version: str) -> typer.Typer:
-    """A typer app with ``--help``, ``--version`` and ``--log-level``; add commands with ``@app.command()``."""
+def _setup_logging(log_level: str) -> None:
+    level = log_level.upper()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    setup_logging(level)
+
+
+def create_app(name: str, help: str, version: str, default_threads: int | None = None) -> typer.Typer:
+    """A typer app with ``--help``, ``--version`` and ``--log-level``; add commands with ``@app.command()``.
+
+    With ``default_threads`` the app also takes ``--threads N`` (torch CPU threads, imported lazily).
+    """
     app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False)
 
     def show_version(value: bool) -> None:
@@ -22,19 +32,33 @@ def create_app(name: str, help: str, version: str) -> typer.Typer:
             typer.echo(f"{name} {version}")
             raise typer.Exit()
 
-    @app.callback(help=help)
-    def main(
-        show: bool = typer.Option(
-            False, "--version", callback=show_version, is_eager=True, help="Show the version and exit."
-        ),
-        log_level: str = typer.Option(
-            "INFO", "--log-level", help="Logging level: DEBUG, INFO, WARNING or ERROR."
-        ),
-    ) -> None:
-        level = log_level.upper()
-        if level not in LOG_LEVELS:
-            raise typer.BadParameter(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-        setup_logging(level)
+    version_option = typer.Option(
+        False, "--version", callback=show_version, is_eager=True, help="Show the version and exit."
+    )
+    log_option = typer.Option("INFO", "--log-level", help="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    if default_threads is None:
+
+        @app.callback(help=help)
+        def main(show: bool = version_option, log_level: str = log_option) -> None:
+            _setup_logging(log_level)
+
+    else:
+
+        @app.callback(help=help)
+        def main_with_threads(
+            show: bool = version_option,
+            log_level: str = log_option,
+            threads: int = typer.Option(
+                default_threads,
+                "--threads",
+                min=1,
+                help="torch CPU threads (more than the cores slows it down).",
+            ),
+        ) -> None:
+            from research_utils.torch_utils import set_torch_threads
+
+            _setup_logging(log_level)
+            set_torch_threads(threads)
 
     return app
 
