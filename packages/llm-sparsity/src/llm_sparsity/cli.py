@@ -9,33 +9,14 @@ from pathlib import Path
 import typer
 
 from llm_sparsity import __version__
+from research_utils.cli import create_app
 
-app = typer.Typer(
-    name="llm-sparsity",
-    help="Essential Sparsity, Junk DNA Hypothesis, Instant Soup Pruning and SMC-Bench for pre-trained transformers.",
-    no_args_is_help=True,
-    add_completion=False,
+app = create_app(
+    "llm-sparsity",
+    "Essential Sparsity, Junk DNA Hypothesis, Instant Soup Pruning and SMC-Bench for pre-trained transformers.",
+    __version__,
 )
 log = logging.getLogger("llm_sparsity")
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"llm-sparsity {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-    ),
-    log_level: str = typer.Option("INFO", "--log-level", help="Logging level (DEBUG, INFO, WARNING)."),
-) -> None:
-    """Essential Sparsity, Junk DNA Hypothesis, Instant Soup Pruning and SMC-Bench for pre-trained transformers."""
-    from research_utils.logs import setup_logging
-
-    setup_logging(log_level)
 
 
 def _setup_torch() -> None:
