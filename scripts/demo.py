@@ -40,7 +40,8 @@ def run_package(
     package: str, out: pathlib.Path, data_dir: str | None, full: bool, timeout: float
 ) -> dict[str, Any]:
     """Run one package's reproduction; return a status record (never raises for a failed run)."""
-    exe = shutil.which(package)
+    beside = pathlib.Path(sys.executable).parent / package  # the venv running this script
+    exe = str(beside) if beside.is_file() else shutil.which(package)
     if exe is None:
         return {"package": package, "status": "missing", "detail": f"console script {package} not installed"}
     cmd = [exe, "reproduce", "--out", str(out)]
