@@ -118,7 +118,7 @@ def build_report(out: pathlib.Path, statuses: dict[str, dict[str, Any]], full: b
     md = [
         "# Reproduction report",
         "",
-        f"Generated {now} by `uv run nox -s demo` ({mode} mode) on {os.cpu_count()} CPU cores.",
+        f"Generated {now} by `scripts/demo.py` (what `uv run nox -s demo` runs; {mode} mode) on {os.cpu_count()} CPU cores.",
         "Every number below was produced by this run; verdicts are the packages' own honest reading of them.",
         "",
         "| package | paper | verdict | time (s) |",
@@ -131,7 +131,7 @@ def build_report(out: pathlib.Path, statuses: dict[str, dict[str, Any]], full: b
         "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:3px 6px}"
         "img{max-width:520px;margin:4px;border:1px solid #eee}.v{font-weight:bold}</style></head><body>",
         "<h1>Reproduction report</h1>",
-        f"<p>Generated {html.escape(now)} by <code>uv run nox -s demo</code> ({mode} mode).</p>",
+        f"<p>Generated {html.escape(now)} by <code>scripts/demo.py</code> (what <code>uv run nox -s demo</code> runs; {mode} mode).</p>",
     ]
     for package in PACKAGES:
         package_dir = out / package
