@@ -82,7 +82,7 @@ def build(session: nox.Session, package: str) -> None:
     """Build sdist + wheel with --no-sources, install the wheel into a clean venv, import it.
 
     research-utils is not on PyPI yet under this name, so its freshly built wheel stands in for
-    the published release (found through --find-links); everything else comes from the registry.
+    the published release; everything else comes from the registry.
     """
     dist = ROOT / "dist" / package
     shutil.rmtree(dist, ignore_errors=True)
@@ -97,8 +97,13 @@ def build(session: nox.Session, package: str) -> None:
     shutil.rmtree(venv, ignore_errors=True)
     session.run("uv", "venv", "--quiet", "--python", sys.executable, str(venv), external=True)
     python = str(venv / "bin" / "python")
-    find_links = ["--find-links", str(dist / "deps")] if package != "research-utils" else []
-    session.run("uv", "pip", "install", "--python", python, *find_links, str(wheel), external=True)
+    # The fresh research-utils wheel is passed by path and refreshed: same name and version as
+    # earlier builds, and uv's cache would otherwise hand back a stale one.
+    deps = [str(w) for w in (dist / "deps").glob("*.whl")] if package != "research-utils" else []
+    session.run(
+        "uv", "pip", "install", "--python", python, "--refresh-package", "research-utils",
+        "--reinstall-package", "research-utils", *deps, str(wheel), external=True,
+    )  # fmt: skip
     module = package.replace("-", "_")
     session.run(
         python, "-c", f"import {module}; print({module}.__name__, {module}.__version__)", external=True
