@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from research_utils.data import require_path
 from research_utils.validation import check_choice, check_int, check_range
@@ -224,6 +225,25 @@ def near_miss_variants(prefix: Sequence[str]) -> list[tuple[str, ...]]:
     return unique
 
 
+def _train_dev_split(
+    items: Sequence[Any], n_train: int | None, n_eval: int | None, seed: int, minimum: int
+) -> tuple[list[Any], list[Any]]:
+    """The items' own train/dev split (or a seeded 80/20 split of them all), subsampled with ``seed``."""
+    rng = random.Random(seed)
+    train = [p for p in items if p.split == "train"]
+    dev = [p for p in items if p.split == "dev"]
+    if not train or not dev:
+        pool = list(items)
+        rng.shuffle(pool)
+        cut = int(0.8 * len(pool))
+        train, dev = pool[:cut], pool[cut:]
+    if n_train is not None and n_train < len(train):
+        train = rng.sample(train, check_int("n_train", n_train, minimum=minimum))
+    if n_eval is not None and n_eval < len(dev):
+        dev = rng.sample(dev, check_int("n_eval", n_eval, minimum=minimum))
+    return train, dev
+
+
 @dataclass(frozen=True)
 class Level:
     """One difficulty level: candidates per question, share of near-miss distractors, fraction of
@@ -281,18 +301,7 @@ class RetrievalTask:
         cls, problems: Sequence[Problem], n_train: int | None = None, n_eval: int | None = None, seed: int = 0
     ) -> RetrievalTask:
         """Split by the data's own train/dev split (or 80/20 of 'all'), subsampled with ``seed``."""
-        rng = random.Random(seed)
-        train = [p for p in problems if p.split == "train"]
-        dev = [p for p in problems if p.split == "dev"]
-        if not train or not dev:
-            pool = list(problems)
-            rng.shuffle(pool)
-            cut = int(0.8 * len(pool))
-            train, dev = pool[:cut], pool[cut:]
-        if n_train is not None and n_train < len(train):
-            train = rng.sample(train, check_int("n_train", n_train, minimum=1))
-        if n_eval is not None and n_eval < len(dev):
-            dev = rng.sample(dev, check_int("n_eval", n_eval, minimum=1))
+        train, dev = _train_dev_split(problems, n_train, n_eval, seed, minimum=1)
         return cls(train=train, eval=dev)
 
     def train_subset(self, fraction: float, seed: int = 0) -> list[int]:
@@ -444,18 +453,8 @@ class BodyRetrievalTask:
     def from_passages(
         cls, passages: Sequence[Passage], n_train: int | None = None, n_eval: int | None = None, seed: int = 0
     ) -> BodyRetrievalTask:
-        rng = random.Random(seed)
-        train = [p for p in passages if p.split == "train"]
-        dev = [p for p in passages if p.split == "dev"]
-        if not train or not dev:
-            pool = list(passages)
-            rng.shuffle(pool)
-            cut = int(0.8 * len(pool))
-            train, dev = pool[:cut], pool[cut:]
-        if n_train is not None and n_train < len(train):
-            train = rng.sample(train, check_int("n_train", n_train, minimum=2))
-        if n_eval is not None and n_eval < len(dev):
-            dev = rng.sample(dev, check_int("n_eval", n_eval, minimum=2))
+        """Split by the data's own train/dev split (or 80/20 of 'all'), subsampled with ``seed``."""
+        train, dev = _train_dev_split(passages, n_train, n_eval, seed, minimum=2)
         return cls(train=train, eval=dev)
 
     def split(self, name: str) -> list[Passage]:
