@@ -18,9 +18,9 @@ nox.options.sessions = ["lint", "tests", "integration", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = pathlib.Path(__file__).resolve().parent
-PACKAGES: dict[str, pathlib.Path] = {"research-utils": ROOT / "shared" / "research-utils"}
+PACKAGES: dict[str, pathlib.Path] = {"research-systems-core": ROOT / "shared" / "research-systems-core"}
 PACKAGES |= {p.name: p for p in sorted((ROOT / "packages").iterdir()) if (p / "pyproject.toml").is_file()}
-RESEARCH_PACKAGES = [name for name in PACKAGES if name != "research-utils"]
+RESEARCH_PACKAGES = [name for name in PACKAGES if name != "research-systems-core"]
 PACKAGE_PARAMS = [nox.param(name, id=name) for name in PACKAGES]
 RESEARCH_PARAMS = [nox.param(name, id=name) for name in RESEARCH_PACKAGES]
 
@@ -81,15 +81,15 @@ def integration(session: nox.Session) -> None:
 def build(session: nox.Session, package: str) -> None:
     """Build sdist + wheel with --no-sources, install the wheel into a clean venv, import it.
 
-    research-utils is not on PyPI yet under this name, so its freshly built wheel stands in for
+    research-systems-core is not on PyPI yet under this name, so its freshly built wheel stands in for
     the published release; everything else comes from the registry.
     """
     dist = ROOT / "dist" / package
     shutil.rmtree(dist, ignore_errors=True)
     session.run("uv", "build", "--package", package, "--no-sources", "--out-dir", str(dist), external=True)
-    if package != "research-utils":
+    if package != "research-systems-core":
         session.run(
-            "uv", "build", "--package", "research-utils", "--no-sources", "--wheel",
+            "uv", "build", "--package", "research-systems-core", "--no-sources", "--wheel",
             "--out-dir", str(dist / "deps"), external=True,
         )  # fmt: skip
     wheel = next(dist.glob("*.whl"))
@@ -97,18 +97,18 @@ def build(session: nox.Session, package: str) -> None:
     shutil.rmtree(venv, ignore_errors=True)
     session.run("uv", "venv", "--quiet", "--python", sys.executable, str(venv), external=True)
     python = str(venv / "bin" / "python")
-    # The fresh research-utils wheel is passed by path and refreshed: same name and version as
+    # The fresh research-systems-core wheel is passed by path and refreshed: same name and version as
     # earlier builds, and uv's cache would otherwise hand back a stale one.
-    deps = [str(w) for w in (dist / "deps").glob("*.whl")] if package != "research-utils" else []
+    deps = [str(w) for w in (dist / "deps").glob("*.whl")] if package != "research-systems-core" else []
     session.run(
-        "uv", "pip", "install", "--python", python, "--refresh-package", "research-utils",
-        "--reinstall-package", "research-utils", *deps, str(wheel), external=True,
+        "uv", "pip", "install", "--python", python, "--refresh-package", "research-systems-core",
+        "--reinstall-package", "research-systems-core", *deps, str(wheel), external=True,
     )  # fmt: skip
     module = package.replace("-", "_")
     session.run(
         python, "-c", f"import {module}; print({module}.__name__, {module}.__version__)", external=True
     )
-    if package != "research-utils":
+    if package != "research-systems-core":
         session.run(str(venv / "bin" / package), "--help", external=True, silent=True)
 
 

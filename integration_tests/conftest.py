@@ -7,7 +7,7 @@ import pathlib
 import pytest
 import torch
 
-from research_utils.data import resolve_data_dir
+from research_systems_core.data import resolve_data_dir
 
 torch.set_num_threads(1)
 

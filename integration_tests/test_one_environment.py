@@ -34,12 +34,12 @@ def test_installed_version_matches_pyproject(package_dir: pathlib.Path) -> None:
     assert module.__version__ == project["version"] == md.version(project["name"])
 
 
-def test_research_utils_version_satisfies_every_package() -> None:
+def test_research_systems_core_version_satisfies_every_package() -> None:
     from packaging.requirements import Requirement
 
-    installed = md.version("research-utils")
-    assert installed == _project(ROOT / "shared" / "research-utils")["version"]
+    installed = md.version("research-systems-core")
+    assert installed == _project(ROOT / "shared" / "research-systems-core")["version"]
     for package_dir in PACKAGE_DIRS:
         reqs = [Requirement(r) for r in _project(package_dir)["dependencies"]]
-        (req,) = [r for r in reqs if r.name == "research-utils"]
+        (req,) = [r for r in reqs if r.name == "research-systems-core"]
         assert req.specifier.contains(installed), f"{package_dir.name} wants {req}, installed {installed}"

@@ -1,5 +1,5 @@
 """Pipeline 1: adversarially train with robust-at, prune one-shot with llm-sparsity's generic
-pruning API (research-utils masks) over a sparsity grid, and read the robust-accuracy curve's
+pruning API (research-systems-core masks) over a sparsity grid, and read the robust-accuracy curve's
 essential sparsity."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from llm_sparsity.curves import essential_sparsity, sparsity_curve
 from llm_sparsity.targets import select_targets
-from research_utils.masks import MaskSet
+from research_systems_core.masks import MaskSet
 from robust_at.data import load_dataset
 from robust_at.evaluate import clean_accuracy, pgd_accuracy
 from robust_at.train import TrainConfig, build_model, load_weights, train

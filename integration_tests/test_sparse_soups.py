@@ -1,4 +1,4 @@
-"""Pipeline 3: gnn-soup ingredients trained under one shared sparse mask (research-utils MaskSet);
+"""Pipeline 3: gnn-soup ingredients trained under one shared sparse mask (research-systems-core MaskSet);
 the soups keep the mask exactly and the greedy interpolation soup is no worse than its best
 ingredient on validation."""
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from gnn_soup.data import load_dataset
 from gnn_soup.soup import make_evaluators, run_soups
 from gnn_soup.training import TrainConfig, TrainingContext, build_model, initial_state
-from research_utils.masks import MaskSet
-from research_utils.seeding import seed_everything
+from research_systems_core.masks import MaskSet
+from research_systems_core.seeding import seed_everything
 
 SPARSITY = 0.8
 

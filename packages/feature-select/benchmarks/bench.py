@@ -166,9 +166,9 @@ def main() -> None:
         return
     if not args.out:
         parser.error("--out DIR is required")
-    from research_utils.data import resolve_data_dir
-    from research_utils.metadata import run_metadata
-    from research_utils.results import write_json
+    from research_systems_core.data import resolve_data_dir
+    from research_systems_core.metadata import run_metadata
+    from research_systems_core.results import write_json
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from feature_select.data import (
     split_and_scale,
 )
 from feature_select.evaluation import evaluate_subset, ranking_scores, recovery_rate
-from research_utils.data import DatasetNotFoundError, resolve_data_dir
+from research_systems_core.data import DatasetNotFoundError, resolve_data_dir
 
 
 def test_missing_mat_file_names_the_file(tmp_path):

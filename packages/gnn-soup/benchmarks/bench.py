@@ -31,9 +31,9 @@ from gnn_soup.ingredients import make_plan, train_plan
 from gnn_soup.partition import edge_cut, metis_partition, random_partition
 from gnn_soup.soup import make_evaluators
 from gnn_soup.training import IngredientSpec, TrainConfig, TrainingContext, build_model, train_ingredient
-from research_utils.logs import setup_logging
-from research_utils.metadata import run_metadata
-from research_utils.results import write_json
+from research_systems_core.logs import setup_logging
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import write_json
 
 log = logging.getLogger("gnn_soup.bench")
 
@@ -161,7 +161,7 @@ def bench_epoch(data: GraphData, epochs: int, seeds: list[int]) -> dict:
 
 
 def bench_soup_search(data: GraphData, repeats: int) -> dict:
-    from research_utils.averaging import interpolate_state_dicts
+    from research_systems_core.averaging import interpolate_state_dicts
 
     config = TrainConfig(hidden_dim=64)
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ def graph() -> GraphData:
 
 @pytest.fixture(scope="session")
 def cora_root() -> pathlib.Path:
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
 
     data_dir = resolve_data_dir()
     if not (data_dir / "planetoid" / "Cora" / "raw" / "ind.cora.graph").exists():

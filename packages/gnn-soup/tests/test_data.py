@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gnn_soup.data import DATASETS, load_dataset
-from research_utils.data import DatasetNotFoundError
+from research_systems_core.data import DatasetNotFoundError
 
 
 def test_cora_loads_offline_into_a_writable_cache(cora_root, tmp_path) -> None:

@@ -1,7 +1,7 @@
 """llm-sparsity benchmarks (JSON into --out).
 
 1. One-shot global magnitude pruning: time and peak extra memory (RSS sampled every ~0.2 ms in a
-   fresh process per measurement) of ``llm_sparsity.pruning.prune`` (research-utils MaskSet with a
+   fresh process per measurement) of ``llm_sparsity.pruning.prune`` (research-systems-core MaskSet with a
    histogram threshold, |w| computed tensor by tensor) vs ``torch.nn.utils.prune.global_unstructured``
    on MiniLM and a BERT-base-sized random model; both masks compared; one read pass as the floor.
 2. Wanda calibration time per layer (MiniLM).
@@ -227,7 +227,7 @@ def bench_wanda(quick: bool) -> dict[str, Any]:
 def _retrieval(quick: bool):
     from llm_sparsity.models import load_pretrained
     from llm_sparsity.tasks import BodyRetrievalTask, load_question_bodies
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
 
     model, tok = load_pretrained("minilm")
     passages = load_question_bodies(resolve_data_dir())
@@ -263,7 +263,7 @@ def bench_isp_vs_imp(quick: bool) -> dict[str, Any]:
     from llm_sparsity.isp import ISPConfig, instant_soup_pruning
     from llm_sparsity.pruning import iterative_magnitude_pruning, rewind
     from llm_sparsity.targets import select_targets
-    from research_utils.seeding import seed_everything
+    from research_systems_core.seeding import seed_everything
 
     model, tok, task = _retrieval(quick)
     targets = select_targets(model, "essential")
@@ -385,8 +385,8 @@ def main() -> None:
         parser.error("--out DIR is required")
     import torch
 
-    from research_utils.metadata import run_metadata
-    from research_utils.results import write_json
+    from research_systems_core.metadata import run_metadata
+    from research_systems_core.results import write_json
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)

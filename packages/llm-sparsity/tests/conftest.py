@@ -18,7 +18,7 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def arithmetic_dir():
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
 
     root = resolve_data_dir()
     if not (root / "arithmetic" / "mawps-asdiv-a_svamp" / "train.csv").is_file():

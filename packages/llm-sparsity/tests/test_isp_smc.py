@@ -22,7 +22,7 @@ from llm_sparsity.smc_bench import (
     summarize,
 )
 from llm_sparsity.targets import select_targets
-from research_utils.masks import MaskSet
+from research_systems_core.masks import MaskSet
 
 A = MaskSet({"w": torch.tensor([[1, 1, 0], [0, 1, 0]], dtype=torch.bool)})
 B = MaskSet({"w": torch.tensor([[1, 0, 0], [1, 1, 0]], dtype=torch.bool)})

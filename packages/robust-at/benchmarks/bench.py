@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from research_utils.metadata import run_metadata
-from research_utils.results import write_json
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import write_json
 from robust_at.attacks import AttackConfig, pgd
 from robust_at.data import batches, load_dataset
 from robust_at.evaluate import clean_accuracy

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from research_utils.data import DatasetNotFoundError, resolve_data_dir
+from research_systems_core.data import DatasetNotFoundError, resolve_data_dir
 from robust_at.data import augment_batch, batches, flip_labels, load_dataset
 from robust_at.models import MODELS, create_model
 

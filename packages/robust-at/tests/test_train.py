@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.checkpoint import latest_checkpoint
+from research_systems_core.checkpoint import latest_checkpoint
 from robust_at import methods as methods_module
 from robust_at.attacks import AttackConfig
 from robust_at.data import load_dataset

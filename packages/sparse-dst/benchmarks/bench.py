@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_utils.masks import MaskSet, erk_densities
-from research_utils.metadata import run_metadata
-from research_utils.results import write_json
+from research_systems_core.masks import MaskSet, erk_densities
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import write_json
 from sparse_dst.chase import Chase, ChaseConfig
 from sparse_dst.masking import DSTConfig, Masking, prunable_weights
 from sparse_dst.models import create_model

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from research_utils.checkpoint import load_checkpoint, save_checkpoint
+from research_systems_core.checkpoint import load_checkpoint, save_checkpoint
 from sparse_dst.chase import Chase, ChaseConfig, select_channels_to_remove
 from sparse_dst.models import create_model
 from sparse_dst.tracing import UnsupportedGraphError

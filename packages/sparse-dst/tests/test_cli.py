@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from research_utils.data import resolve_data_dir
+from research_systems_core.data import resolve_data_dir
 from sparse_dst import __version__
 from sparse_dst.cli import app
 from sparse_dst.reproduce import ReproConfig, run

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from research_utils.masks import erk_densities
+from research_systems_core.masks import erk_densities
 from sparse_dst.masking import DSTConfig, Masking, prunable_weights
 from sparse_dst.models import create_model
 

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from research_utils.logs import setup_logging
-from research_utils.metadata import run_metadata
-from research_utils.results import write_json
+from research_systems_core.logs import setup_logging
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import write_json
 from usv_planner.astar import GridAStar
 from usv_planner.currents import ShearJet
 from usv_planner.environment import Environment, OccupancyMap

@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from research_utils.data import resolve_data_dir
-from research_utils.logs import setup_logging
-from research_utils.results import write_json
-from research_utils.seeding import seed_everything
+from research_systems_core.data import resolve_data_dir
+from research_systems_core.logs import setup_logging
+from research_systems_core.results import write_json
+from research_systems_core.seeding import seed_everything
 from vision_kd.data import ImageData, load_dataset
 from vision_kd.losses import create_loss, kd_loss
 from vision_kd.models import LargeKernelConv, create_model, reparameterize_model

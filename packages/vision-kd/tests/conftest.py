@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from research_utils.data import resolve_data_dir
+from research_systems_core.data import resolve_data_dir
 
 
 @pytest.fixture(autouse=True)

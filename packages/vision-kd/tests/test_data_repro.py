@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from research_utils.validation import UnknownNameError
+from research_systems_core.validation import UnknownNameError
 from vision_kd.data import load_dataset, make_cued_pairs
 from vision_kd.reproduce import ReproConfig, _match_teachers, _verdict
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from research_utils.validation import UnknownNameError
+from research_systems_core.validation import UnknownNameError
 from vision_kd.losses import LOSSES, FeatureDistillLoss, KDLoss, MGDLoss, NKDLoss, create_loss, match_feature
 
 

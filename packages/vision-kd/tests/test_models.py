@@ -3,7 +3,7 @@ import timm
 import torch
 
 import vision_kd  # noqa: F401  (registers the models)
-from research_utils.validation import UnknownNameError
+from research_systems_core.validation import UnknownNameError
 from vision_kd.models import LargeKernelConv, create_model, reparameterize_model
 from vision_kd.models.slak import _fuse_bn
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from research_utils.registry import Registry
+from research_systems_core.registry import Registry
 
 __all__ = ["METHODS", "Method", "rank_features"]
 

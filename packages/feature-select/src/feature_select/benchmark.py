@@ -15,9 +15,9 @@ import numpy as np
 from feature_select.baselines import METHODS
 from feature_select.data import load_dataset, split_and_scale
 from feature_select.evaluation import CLASSIFIERS, evaluate_subset, ranking_scores
-from research_utils.logs import progress
-from research_utils.results import JsonlWriter, plot_curves, read_jsonl
-from research_utils.validation import check_choice, check_int
+from research_systems_core.logs import progress
+from research_systems_core.results import JsonlWriter, plot_curves, read_jsonl
+from research_systems_core.validation import check_choice, check_int
 
 __all__ = ["GridConfig", "plot_accuracy_vs_k", "plot_ranking_scores", "run_grid", "summarize"]
 

@@ -9,7 +9,7 @@ import time
 import typer
 
 from feature_select import __version__
-from research_utils.cli import create_app
+from research_systems_core.cli import create_app
 
 app = create_app(
     "feature-select",
@@ -64,10 +64,10 @@ def run(
     from feature_select.data import load_dataset, split_and_scale
     from feature_select.evaluation import evaluate_subset
     from feature_select.selector import NeuroFS
-    from research_utils.checkpoint import save_checkpoint
-    from research_utils.metadata import run_metadata
-    from research_utils.results import write_json
-    from research_utils.seeding import seed_everything
+    from research_systems_core.checkpoint import save_checkpoint
+    from research_systems_core.metadata import run_metadata
+    from research_systems_core.results import write_json
+    from research_systems_core.seeding import seed_everything
 
     seed_everything(seed)
     data = load_dataset(dataset, data_dir)
@@ -146,7 +146,7 @@ def benchmark(
         summarize,
     )
     from feature_select.reproduce import NEUROFS_SMALL
-    from research_utils.results import write_json
+    from research_systems_core.results import write_json
 
     cfg = GridConfig(
         datasets=[d for d in datasets.split(",") if d],

@@ -15,9 +15,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from research_utils.data import require_path, resolve_data_dir
-from research_utils.registry import Registry
-from research_utils.validation import check_int, check_range
+from research_systems_core.data import require_path, resolve_data_dir
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int, check_range
 
 __all__ = [
     "DATASETS",

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from feature_select.sparse_linear import SparseLinear, sample_er_connections
-from research_utils.registry import Registry
-from research_utils.validation import check_choice, check_int, check_positive
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_choice, check_int, check_positive
 
 __all__ = ["ACTIVATIONS", "MODELS", "SparseMLP", "create_model", "layer_gradients"]
 

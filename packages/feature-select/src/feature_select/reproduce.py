@@ -20,9 +20,9 @@ from feature_select.baselines import METHODS
 from feature_select.benchmark import GridConfig, plot_accuracy_vs_k, plot_ranking_scores, run_grid, summarize
 from feature_select.data import make_synthetic
 from feature_select.evaluation import recovery_rate
-from research_utils.logs import progress
-from research_utils.metadata import run_metadata
-from research_utils.results import JsonlWriter, plot_curves, read_jsonl, write_json
+from research_systems_core.logs import progress
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import JsonlWriter, plot_curves, read_jsonl, write_json
 
 __all__ = ["ReproConfig", "full_config", "quick_config", "reproduce"]
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from research_utils.validation import check_choice, check_int, check_range
+from research_systems_core.validation import check_choice, check_int, check_range
 
 __all__ = [
     "BACKENDS",

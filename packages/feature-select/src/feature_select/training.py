@@ -21,8 +21,8 @@ from feature_select.evolution import (
 )
 from feature_select.model import SparseMLP, layer_gradients
 from feature_select.sparse_linear import BACKENDS, SparseLinear
-from research_utils.logs import progress
-from research_utils.validation import check_choice, check_int, check_positive, check_range
+from research_systems_core.logs import progress
+from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 
 __all__ = ["NeuroFSConfig", "NeuroFSResult", "evolve", "train_neurofs"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from gnn_soup import __version__
-from research_utils.cli import create_app, fail
+from research_systems_core.cli import create_app, fail
 
 app = create_app("gnn-soup", "Graph Ladling: data-centric model soups for GNNs.", __version__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger("gnn_soup")
 
 
 def _threads() -> None:
-    from research_utils.torch_utils import set_torch_threads
+    from research_systems_core.torch_utils import set_torch_threads
 
     set_torch_threads(1)
 
@@ -139,9 +139,9 @@ def soup(
     from gnn_soup.plots import plot_soup_bars
     from gnn_soup.soup import make_evaluators, run_soups
     from gnn_soup.training import build_model
-    from research_utils.checkpoint import save_checkpoint
-    from research_utils.results import write_json
-    from research_utils.validation import check_int
+    from research_systems_core.checkpoint import save_checkpoint
+    from research_systems_core.results import write_json
+    from research_systems_core.validation import check_int
 
     out = out or run / "soup"
     try:

@@ -17,9 +17,9 @@ import torch
 
 from gnn_soup.csr import CSRGraph
 from gnn_soup.features import NodeFeatures
-from research_utils.data import DatasetNotFoundError, require_path, resolve_data_dir
-from research_utils.registry import Registry
-from research_utils.validation import check_int
+from research_systems_core.data import DatasetNotFoundError, require_path, resolve_data_dir
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int
 
 log = logging.getLogger(__name__)
 

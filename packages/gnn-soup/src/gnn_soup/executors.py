@@ -20,8 +20,8 @@ import torch
 
 from gnn_soup.data import GraphData
 from gnn_soup.training import IngredientResult, IngredientSpec, TrainConfig, TrainingContext, train_ingredient
-from research_utils.registry import Registry
-from research_utils.validation import check_int
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from gnn_soup.data import GraphData
 from gnn_soup.executors import Executor, IngredientTask, run_with_retries
 from gnn_soup.samplers import SAMPLERS
 from gnn_soup.training import IngredientResult, IngredientSpec, TrainConfig, initial_state
-from research_utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from research_utils.logs import progress
-from research_utils.results import read_json, write_json
-from research_utils.validation import check_choice, check_int
+from research_systems_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from research_systems_core.logs import progress
+from research_systems_core.results import read_json, write_json
+from research_systems_core.validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from gnn_soup.features import NodeFeatures
-from research_utils.registry import Registry
-from research_utils.validation import check_int, check_range
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int, check_range
 
 MODELS = Registry("model")
 

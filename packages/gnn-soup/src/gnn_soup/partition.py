@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gnn_soup.csr import CSRGraph, symmetrize, validate_symmetric_csr
-from research_utils.validation import check_int
+from research_systems_core.validation import check_int
 
 
 class EmptyPartitionError(ValueError):

@@ -28,7 +28,7 @@ def plot_soup_bars(
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from research_utils.files import atomic_write
+    from research_systems_core.files import atomic_write
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,9 @@ from gnn_soup.ingredients import IngredientStore, make_plan, train_plan
 from gnn_soup.plots import METHOD_LABELS, plot_soup_bars
 from gnn_soup.soup import make_evaluators, run_soups
 from gnn_soup.training import TrainConfig, build_model
-from research_utils.metadata import run_metadata
-from research_utils.results import plot_curves, write_json
-from research_utils.validation import check_int
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import plot_curves, write_json
+from research_systems_core.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def reproduce(
 
 def _interpolation_curve(data, cfg, executor, out, seed) -> pathlib.Path | None:
     """Validation accuracy along the greedy-interpolation grid for the first seed's shared-init run."""
-    from research_utils.averaging import greedy_interpolation_soup
+    from research_systems_core.averaging import greedy_interpolation_soup
 
     store = IngredientStore(_run_dir(out, cfg, "mixed-shared", cfg.num_ingredients, seed))
     states, metas = store.load_all()

@@ -24,8 +24,8 @@ import torch
 
 from gnn_soup.csr import CSRGraph, induced_subgraph
 from gnn_soup.partition import metis_partition, parts_to_nodes, random_partition
-from research_utils.registry import Registry
-from research_utils.validation import check_int
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int
 
 SAMPLERS = Registry("sampler")
 

@@ -1,6 +1,6 @@
 """Soups of ingredient weights: uniform, greedy, greedy interpolation, and the logit ensemble.
 
-Candidate weights are scored with ``research_utils.averaging.functional_evaluator`` (one module,
+Candidate weights are scored with ``research_systems_core.averaging.functional_evaluator`` (one module,
 ``torch.func.functional_call``), never by loading state dicts into fresh modules.
 """
 
@@ -15,13 +15,13 @@ import torch
 
 from gnn_soup.data import GraphData
 from gnn_soup.models import GNN
-from research_utils.averaging import (
+from research_systems_core.averaging import (
     average_state_dicts,
     functional_evaluator,
     greedy_interpolation_soup,
     greedy_soup,
 )
-from research_utils.validation import check_int
+from research_systems_core.validation import check_int
 
 SOUP_METHODS = ("uniform", "greedy", "greedy_interpolation", "ensemble")
 

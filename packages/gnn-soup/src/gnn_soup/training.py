@@ -15,8 +15,8 @@ from gnn_soup.data import GraphData
 from gnn_soup.models import GNN, MODELS, create_model
 from gnn_soup.partition import metis_partition, random_partition
 from gnn_soup.samplers import SAMPLERS, create_sampler
-from research_utils.seeding import seed_everything
-from research_utils.validation import check_choice, check_int, check_positive, check_range
+from research_systems_core.seeding import seed_everything
+from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from llm_sparsity import __version__
-from research_utils.cli import create_app
+from research_systems_core.cli import create_app
 
 app = create_app(
     "llm-sparsity",
@@ -20,7 +20,7 @@ log = logging.getLogger("llm_sparsity")
 
 
 def _setup_torch() -> None:
-    from research_utils.torch_utils import set_torch_threads
+    from research_systems_core.torch_utils import set_torch_threads
 
     set_torch_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -50,7 +50,7 @@ def _fail(exc: Exception) -> None:
 def _task(data_dir: str | None, n_train: int, n_eval: int, source: str = "mawps-asdiv-a_svamp"):
     """Question -> body retrieval over the offline word problems."""
     from llm_sparsity.tasks import BodyRetrievalTask, load_question_bodies
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
 
     passages = load_question_bodies(resolve_data_dir(data_dir), source)
     return BodyRetrievalTask.from_passages(passages, n_train, n_eval)
@@ -154,7 +154,7 @@ def curve(
     from llm_sparsity.probe import MCSuite
     from llm_sparsity.targets import select_targets
     from llm_sparsity.tasks import BodyLevel
-    from research_utils.results import plot_curves, write_json
+    from research_systems_core.results import plot_curves, write_json
 
     _setup_torch()
     try:
@@ -215,7 +215,7 @@ def junk_dna(
     from llm_sparsity.probe import MCSuite
     from llm_sparsity.targets import select_targets
     from llm_sparsity.tasks import BODY_LEVELS
-    from research_utils.results import write_json
+    from research_systems_core.results import write_json
 
     _setup_torch()
     try:
@@ -264,7 +264,7 @@ def isp(
     from llm_sparsity.models import load_pretrained
     from llm_sparsity.saving import save_pruned
     from llm_sparsity.targets import select_targets
-    from research_utils.results import write_json
+    from research_systems_core.results import write_json
 
     _setup_torch()
     try:
@@ -351,9 +351,9 @@ def smc_bench(
         summarize,
     )
     from llm_sparsity.targets import select_targets
-    from research_utils.data import resolve_data_dir
-    from research_utils.results import write_json
-    from research_utils.validation import check_choice
+    from research_systems_core.data import resolve_data_dir
+    from research_systems_core.results import write_json
+    from research_systems_core.validation import check_choice
 
     _setup_torch()
     try:
@@ -402,7 +402,7 @@ def smc_report(
 ) -> None:
     """Summary table, first failing sparsity per method and task, and plots from a results file."""
     from llm_sparsity.smc_bench import summarize
-    from research_utils.results import read_jsonl, write_json
+    from research_systems_core.results import read_jsonl, write_json
 
     if not results.is_file():
         _fail(FileNotFoundError(f"results file {results} does not exist"))
@@ -432,7 +432,7 @@ def reproduce(
 ) -> None:
     """Reproduce all four papers at small scale on MiniLM and real word problems; summary.json last."""
     from llm_sparsity.reproduce import ReproConfig, run_reproduction
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
 
     _setup_torch()
     cfg = ReproConfig.full() if full else (ReproConfig.quick() if quick else ReproConfig())

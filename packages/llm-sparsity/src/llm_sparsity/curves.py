@@ -12,9 +12,9 @@ import torch
 
 from llm_sparsity.pruning import check_sparsity, prune, rewind
 from llm_sparsity.targets import Targets
-from research_utils.logs import progress
-from research_utils.masks import MaskSet
-from research_utils.validation import check_choice, check_finite, check_positive
+from research_systems_core.logs import progress
+from research_systems_core.masks import MaskSet
+from research_systems_core.validation import check_choice, check_finite, check_positive
 
 __all__ = [
     "KNEE_METHODS",

@@ -16,8 +16,8 @@ from llm_sparsity.pruning import iterative_magnitude_pruning, prune, rewind
 from llm_sparsity.smc_bench import Budget, TaskBundle, default_sparsities, run_benchmark, summarize
 from llm_sparsity.targets import Targets
 from llm_sparsity.tasks import BodyLevel, BodyRetrievalTask
-from research_utils.results import plot_curves, write_json
-from research_utils.seeding import seed_everything
+from research_systems_core.results import plot_curves, write_json
+from research_systems_core.seeding import seed_everything
 
 __all__ = ["compare_isp_imp", "isp_section", "smc_section"]
 

@@ -18,8 +18,8 @@ from llm_sparsity.models import embed, mean_pool, tokenize
 from llm_sparsity.probe import episode_accuracy
 from llm_sparsity.tasks import BodyLevel, BodyRetrievalTask, Level, MCItem, RetrievalTask
 from llm_sparsity.transfer import attach_transfer
-from research_utils.masks import MaskSet
-from research_utils.validation import check_int, check_positive
+from research_systems_core.masks import MaskSet
+from research_systems_core.validation import check_int, check_positive
 
 __all__ = ["FinetuneConfig", "FinetuneStats", "MCItem", "RetrievalTrainer", "items_from_task", "mc_accuracy"]
 

@@ -24,8 +24,8 @@ import torch
 
 from llm_sparsity.pruning import check_sparsity, make_masks, rewind
 from llm_sparsity.targets import Targets
-from research_utils.masks import MaskSet
-from research_utils.validation import check_choice, check_int, check_range
+from research_systems_core.masks import MaskSet
+from research_systems_core.validation import check_choice, check_int, check_range
 
 __all__ = [
     "AGGREGATIONS",

@@ -20,8 +20,8 @@ from llm_sparsity.finetune import RetrievalTrainer
 from llm_sparsity.probe import MCSuite, RetrievalSuite
 from llm_sparsity.pruning import check_sparsity, prune, rewind
 from llm_sparsity.targets import Targets
-from research_utils.logs import progress
-from research_utils.validation import check_int
+from research_systems_core.logs import progress
+from research_systems_core.validation import check_int
 
 __all__ = [
     "difficulty_rank",

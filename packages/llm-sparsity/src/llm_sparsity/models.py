@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from research_utils.registry import Registry
+from research_systems_core.registry import Registry
 
 __all__ = [
     "MODELS",

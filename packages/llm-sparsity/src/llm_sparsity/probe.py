@@ -15,7 +15,7 @@ import torch
 
 from llm_sparsity.models import TokenizedTexts, embed, tokenize
 from llm_sparsity.tasks import Episode, Level, MCItem, RetrievalTask
-from research_utils.validation import check_positive
+from research_systems_core.validation import check_positive
 
 __all__ = ["RetrievalSuite", "RidgeProbe", "episode_accuracy"]
 

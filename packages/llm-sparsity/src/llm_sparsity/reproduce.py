@@ -32,9 +32,9 @@ from llm_sparsity.models import load_pretrained
 from llm_sparsity.probe import MCSuite
 from llm_sparsity.targets import select_targets
 from llm_sparsity.tasks import BODY_LEVELS, BodyLevel, BodyRetrievalTask, load_question_bodies
-from research_utils.metadata import run_metadata
-from research_utils.results import JsonlWriter, plot_curves, write_json
-from research_utils.seeding import seed_everything
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import JsonlWriter, plot_curves, write_json
+from research_systems_core.seeding import seed_everything
 
 __all__ = ["ReproConfig", "run_reproduction"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from research_utils.files import atomic_write
-from research_utils.masks import MaskSet
+from research_systems_core.files import atomic_write
+from research_systems_core.masks import MaskSet
 
 __all__ = ["load_pruned", "save_pruned"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from llm_sparsity.targets import Targets
-from research_utils.registry import Registry
+from research_systems_core.registry import Registry
 
 __all__ = [
     "SCORES",

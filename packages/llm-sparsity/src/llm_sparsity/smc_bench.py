@@ -38,12 +38,12 @@ from llm_sparsity.tasks import (
     load_arithmetic,
     load_question_bodies,
 )
-from research_utils.logs import progress
-from research_utils.masks import MaskSet
-from research_utils.registry import Registry
-from research_utils.results import JsonlWriter, plot_curves, read_jsonl
-from research_utils.seeding import seed_everything
-from research_utils.validation import check_int, check_positive
+from research_systems_core.logs import progress
+from research_systems_core.masks import MaskSet
+from research_systems_core.registry import Registry
+from research_systems_core.results import JsonlWriter, plot_curves, read_jsonl
+from research_systems_core.seeding import seed_everything
+from research_systems_core.validation import check_int, check_positive
 
 __all__ = [
     "METHODS",

@@ -1,6 +1,6 @@
 """Streaming global magnitude pruning: exact threshold from chunked histograms, applied in place.
 
-research-utils' ``MaskSet.from_scores`` returns boolean masks (1 byte per weight, 25% of fp32
+research-systems-core' ``MaskSet.from_scores`` returns boolean masks (1 byte per weight, 25% of fp32
 weight bytes on their own) and its histogram search makes several full passes with per-tensor
 temporaries. When the masks are not needed as separate tensors (the pruned weights are the
 zeros), this module finds the exact k-th smallest |w| over all targeted weights with bounded

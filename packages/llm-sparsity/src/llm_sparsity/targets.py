@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from research_utils.validation import check_choice
+from research_systems_core.validation import check_choice
 
 __all__ = ["BLOCK_LINEAR_PATTERNS", "PRESETS", "Targets", "select_targets"]
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from research_utils.data import require_path
-from research_utils.validation import check_choice, check_int, check_range
+from research_systems_core.data import require_path
+from research_systems_core.validation import check_choice, check_int, check_range
 
 __all__ = [
     "ARITHMETIC_SOURCES",

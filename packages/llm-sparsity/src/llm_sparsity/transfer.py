@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from research_utils.masks import MaskSet
-from research_utils.validation import check_choice
+from research_systems_core.masks import MaskSet
+from research_systems_core.validation import check_choice
 
 __all__ = ["TRANSFER_MODES", "TransferHandle", "attach_transfer"]
 

@@ -8,7 +8,7 @@ import pathlib
 
 import typer
 
-from research_utils.cli import create_app, fail
+from research_systems_core.cli import create_app, fail
 from robust_at import __version__
 
 app = create_app(
@@ -56,7 +56,7 @@ def train(
     data_dir: pathlib.Path | None = typer.Option(
         None,
         "--data-dir",
-        help="Data directory (default: $RESEARCH_DATA_DIR or ~/.cache/research-utils/data).",
+        help="Data directory (default: $RESEARCH_DATA_DIR or ~/.cache/research-systems-core/data).",
     ),
     download: bool = typer.Option(False, "--download", help="Let torchvision download CIFAR/SVHN."),
     overrides: list[str] = typer.Option(
@@ -70,8 +70,8 @@ def train(
 
     Example: robust-at train --preset digits-pilot --method at-pgd --wot --out runs/wot
     """
-    from research_utils.config import load_config, parse_overrides
-    from research_utils.torch_utils import set_torch_threads
+    from research_systems_core.config import load_config, parse_overrides
+    from research_systems_core.torch_utils import set_torch_threads
     from robust_at.train import TrainConfig, build_config
     from robust_at.train import train as run_training
 
@@ -121,10 +121,10 @@ def evaluate(
     """Evaluate a trained run: clean accuracy and robust accuracy under PGD or AutoAttack."""
     import torch
 
-    from research_utils.config import config_from_dict
-    from research_utils.results import read_json, write_json
-    from research_utils.torch_utils import set_torch_threads
-    from research_utils.validation import check_choice
+    from research_systems_core.config import config_from_dict
+    from research_systems_core.results import read_json, write_json
+    from research_systems_core.torch_utils import set_torch_threads
+    from research_systems_core.validation import check_choice
     from robust_at.data import load_dataset
     from robust_at.evaluate import autoattack_accuracy, clean_accuracy, pgd_accuracy
     from robust_at.train import TrainConfig, build_model, load_weights

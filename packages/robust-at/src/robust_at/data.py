@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from research_utils.data import DatasetNotFoundError, load_mnist, require_path, resolve_data_dir
-from research_utils.registry import Registry
-from research_utils.validation import check_int, check_range
+from research_systems_core.data import DatasetNotFoundError, load_mnist, require_path, resolve_data_dir
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int, check_range
 
 __all__ = ["DATASETS", "DataBundle", "batches", "flip_labels", "load_dataset"]
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.validation import check_choice, check_int, check_positive
+from research_systems_core.validation import check_choice, check_int, check_positive
 from robust_at.attacks import check_input_box, check_logits, pgd
 from robust_at.data import batches
 

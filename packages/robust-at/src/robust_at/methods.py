@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.registry import Registry
-from research_utils.validation import check_choice, check_int, check_positive
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_choice, check_int, check_positive
 from robust_at.attacks import AttackConfig, pgd
 
 __all__ = ["AWP", "METHODS", "TRADES", "ATMethod", "MadryAT", "create_method"]

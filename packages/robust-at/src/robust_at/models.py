@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.registry import Registry
-from research_utils.validation import check_int
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int
 
 __all__ = ["MODELS", "VGG16", "Normalize", "PreActResNet18", "SmallCNN", "WideResNet", "create_model"]
 

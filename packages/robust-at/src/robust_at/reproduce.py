@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from research_utils.config import config_to_dict
-from research_utils.metadata import run_metadata
-from research_utils.results import plot_curves, write_json
+from research_systems_core.config import config_to_dict
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import plot_curves, write_json
 from robust_at.data import load_dataset
 from robust_at.evaluate import autoattack_accuracy, clean_accuracy, pgd_accuracy
 from robust_at.train import TrainConfig, build_config, build_model, load_weights, train

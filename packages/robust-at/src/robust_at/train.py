@@ -25,21 +25,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from research_utils.checkpoint import (
+from research_systems_core.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from research_utils.config import config_from_dict, config_to_dict
-from research_utils.distributed import init_distributed, reduce_metrics, wrap_model
-from research_utils.logs import progress
-from research_utils.metadata import run_metadata
-from research_utils.results import JsonlWriter, plot_curves, write_json
-from research_utils.seeding import seed_everything
-from research_utils.torch_utils import resolve_device
-from research_utils.validation import check_choice, check_int, check_positive, check_range
+from research_systems_core.config import config_from_dict, config_to_dict
+from research_systems_core.distributed import init_distributed, reduce_metrics, wrap_model
+from research_systems_core.logs import progress
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import JsonlWriter, plot_curves, write_json
+from research_systems_core.seeding import seed_everything
+from research_systems_core.torch_utils import resolve_device
+from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 from robust_at.attacks import NORMS, AttackConfig, check_logits
 from robust_at.data import DataBundle, batches, load_dataset
 from robust_at.evaluate import clean_accuracy, pgd_accuracy
@@ -620,7 +620,7 @@ def _finish(cfg, out, base, swa_model, states, best, history, data, device, is_m
             "best_test": {"epoch": history[best_test_epoch]["epoch"], "test_robust_acc": robust[best_test_epoch],
                           "test_clean_acc": history[best_test_epoch]["test_clean_acc"]},
             "weights": {k: str(v) for k, v in weights.items()},
-            "metadata": run_metadata(seed=cfg.seed, config=config_to_dict(cfg), packages=("robust-at", "research-utils", "torch")),
+            "metadata": run_metadata(seed=cfg.seed, config=config_to_dict(cfg), packages=("robust-at", "research-systems-core", "torch")),
         }
     )  # fmt: skip
     if best["epoch"] >= 0:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.validation import check_choice, check_int, check_positive, check_range
+from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 
 __all__ = [
     "GROUPINGS",

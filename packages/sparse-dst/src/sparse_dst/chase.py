@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_utils.masks import MaskSet
-from research_utils.validation import check_choice, check_int, check_range
+from research_systems_core.masks import MaskSet
+from research_systems_core.validation import check_choice, check_int, check_range
 from sparse_dst.masking import DSTConfig, Masking
 from sparse_dst.schedules import cubic_sparsity
 from sparse_dst.scores import SCORE_METHODS, channel_scores

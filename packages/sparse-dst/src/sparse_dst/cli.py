@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from research_utils.cli import create_app
+from research_systems_core.cli import create_app
 from sparse_dst import __version__
 
 app = create_app(
@@ -54,10 +54,10 @@ def train(
     import torch
     from safetensors.torch import save_file
 
-    from research_utils.config import load_config
-    from research_utils.masks import MaskSet
-    from research_utils.metadata import run_metadata
-    from research_utils.results import plot_curves, write_json
+    from research_systems_core.config import load_config
+    from research_systems_core.masks import MaskSet
+    from research_systems_core.metadata import run_metadata
+    from research_systems_core.results import plot_curves, write_json
     from sparse_dst.chase import Chase
     from sparse_dst.data import load_data
     from sparse_dst.train import TrainConfig
@@ -129,9 +129,9 @@ def finalize(
     import torch
     from safetensors.torch import save_file
 
-    from research_utils.checkpoint import latest_checkpoint, load_checkpoint
-    from research_utils.config import config_from_dict
-    from research_utils.results import write_json
+    from research_systems_core.checkpoint import latest_checkpoint, load_checkpoint
+    from research_systems_core.config import config_from_dict
+    from research_systems_core.results import write_json
     from sparse_dst.chase import Chase
     from sparse_dst.data import load_data
     from sparse_dst.models import create_model

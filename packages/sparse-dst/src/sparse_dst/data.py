@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from research_utils.data import load_mnist, resolve_data_dir
-from research_utils.validation import check_choice, check_int
+from research_systems_core.data import load_mnist, resolve_data_dir
+from research_systems_core.validation import check_choice, check_int
 
 DATASETS = ("digits", "mnist")
 

@@ -1,4 +1,4 @@
-"""Dynamic sparse training (RigL / SET / MEST-style) on research-utils masks.
+"""Dynamic sparse training (RigL / SET / MEST-style) on research-systems-core masks.
 
 :class:`Masking` wraps an optimizer: call ``masking.step()`` instead of ``optimizer.step()``.
 Every ``update_frequency`` steps it drops the active weights of lowest magnitude (per layer or
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_utils.masks import MaskSet, erk_densities, uniform_densities
-from research_utils.validation import check_choice, check_int, check_range
+from research_systems_core.masks import MaskSet, erk_densities, uniform_densities
+from research_systems_core.validation import check_choice, check_int, check_range
 from sparse_dst.schedules import cosine_update_rate
 from sparse_dst.scores import channel_density
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from research_utils.registry import Registry
-from research_utils.validation import check_int, check_positive
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int, check_positive
 
 MODELS = Registry("model")
 

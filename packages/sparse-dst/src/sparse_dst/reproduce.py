@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from research_utils.data import DatasetNotFoundError
-from research_utils.metadata import run_metadata
-from research_utils.results import plot_curves, write_json
+from research_systems_core.data import DatasetNotFoundError
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import plot_curves, write_json
 from sparse_dst.chase import select_channels_to_remove
 from sparse_dst.data import ImageData, load_data
 from sparse_dst.masking import Masking

@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.checkpoint import (
+from research_systems_core.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from research_utils.logs import progress
-from research_utils.seeding import seed_everything
-from research_utils.validation import check_choice, check_int, check_positive
+from research_systems_core.logs import progress
+from research_systems_core.seeding import seed_everything
+from research_systems_core.validation import check_choice, check_int, check_positive
 from sparse_dst.chase import Chase, ChaseConfig
 from sparse_dst.data import ImageData
 from sparse_dst.masking import Masking

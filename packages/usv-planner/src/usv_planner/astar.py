@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from research_utils.validation import check_choice, check_positive
+from research_systems_core.validation import check_choice, check_positive
 from usv_planner.currents import CurrentField, UniformCurrent
 from usv_planner.environment import Environment
 from usv_planner.metrics import trajectory_metrics

@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import typer
 
-from research_utils.cli import create_app
+from research_systems_core.cli import create_app
 from usv_planner import __version__
 
 app = create_app(
@@ -72,8 +72,8 @@ def plan_cmd(
     ),
 ) -> None:
     """Plan one path and write its metrics (plan.json) and a plot over the current field (plan.png)."""
-    from research_utils.results import write_json
-    from research_utils.validation import check_choice
+    from research_systems_core.results import write_json
+    from research_systems_core.validation import check_choice
     from usv_planner.astar import GridAStar
     from usv_planner.planner import GPMP2Planner, PlannerConfig
     from usv_planner.plotting import plot_paths

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from research_utils.registry import Registry
-from research_utils.validation import check_finite, check_positive
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_finite, check_positive
 
 __all__ = [
     "CURRENTS",

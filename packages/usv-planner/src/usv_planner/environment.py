@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from research_utils.validation import check_finite, check_positive
+from research_systems_core.validation import check_finite, check_positive
 
 __all__ = ["Environment", "OccupancyMap", "PlanarSDF", "signed_distance_field"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
-from research_utils.validation import check_finite, check_positive
+from research_systems_core.validation import check_finite, check_positive
 from usv_planner.currents import CurrentField, GriddedField
 
 __all__ = ["GPHyperparameters", "SpatioTemporalGP"]

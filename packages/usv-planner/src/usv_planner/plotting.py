@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from research_utils.checkpoint import atomic_write
+from research_systems_core.checkpoint import atomic_write
 from usv_planner.currents import CurrentField
 from usv_planner.environment import Environment
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from research_utils.logs import progress
-from research_utils.validation import check_int, check_positive
+from research_systems_core.logs import progress
+from research_systems_core.validation import check_int, check_positive
 from usv_planner.currents import CurrentField
 from usv_planner.environment import Environment
 from usv_planner.gp_current import GPHyperparameters, SpatioTemporalGP

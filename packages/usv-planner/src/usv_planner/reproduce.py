@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from research_utils.logs import progress
-from research_utils.metadata import run_metadata
-from research_utils.results import JsonlWriter, plot_curves, read_jsonl, write_json
-from research_utils.seeding import seed_everything
+from research_systems_core.logs import progress
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import JsonlWriter, plot_curves, read_jsonl, write_json
+from research_systems_core.seeding import seed_everything
 from usv_planner.astar import GridAStar
 from usv_planner.currents import CurrentField
 from usv_planner.gp_current import GPHyperparameters, SpatioTemporalGP

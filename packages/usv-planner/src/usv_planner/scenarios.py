@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from research_utils.registry import Registry
+from research_systems_core.registry import Registry
 from usv_planner.currents import (
     CurrentField,
     DoubleGyre,

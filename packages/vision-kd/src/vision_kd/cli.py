@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from research_utils.cli import create_app
+from research_systems_core.cli import create_app
 from vision_kd import __version__
 
 app = create_app(
@@ -49,7 +49,7 @@ def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
 
 
 def _data(dataset: str, data_dir: str | None, n_train: int | None, n_test: int | None, download: bool):
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
     from vision_kd.data import load_dataset
 
     root = resolve_data_dir(data_dir)
@@ -90,9 +90,9 @@ def train_teacher(
     ),
 ) -> None:
     """Train a teacher (or any model) alone with cross-entropy; resumes from OUT/checkpoints."""
-    from research_utils.metadata import run_metadata
-    from research_utils.results import write_json
-    from research_utils.seeding import seed_everything
+    from research_systems_core.metadata import run_metadata
+    from research_systems_core.results import write_json
+    from research_systems_core.seeding import seed_everything
     from vision_kd.models import create_model
     from vision_kd.train import TrainConfig, train
     from vision_kd.weights import save_model
@@ -162,9 +162,9 @@ def distill(
     out: pathlib.Path = typer.Option(..., "--out", help="Output directory."),
 ) -> None:
     """Distill a frozen teacher into a student with logit (kd, nkd) or feature (fd, mgd) distillation."""
-    from research_utils.metadata import run_metadata
-    from research_utils.results import write_json
-    from research_utils.seeding import seed_everything
+    from research_systems_core.metadata import run_metadata
+    from research_systems_core.results import write_json
+    from research_systems_core.seeding import seed_everything
     from vision_kd.features import feature_channels
     from vision_kd.losses import create_loss
     from vision_kd.models import create_model, num_classes_of
@@ -250,9 +250,9 @@ def erf(
     """Effective receptive field of trained models: area ratios at t = 0.2/0.3/0.5/0.99 and heat maps."""
     import torch.nn.functional as F
 
-    from research_utils.data import resolve_data_dir
-    from research_utils.results import write_json
-    from research_utils.validation import check_int
+    from research_systems_core.data import resolve_data_dir
+    from research_systems_core.results import write_json
+    from research_systems_core.validation import check_int
     from vision_kd.data import load_dataset
     from vision_kd.erf import erf_map, erf_summary, plot_erf
     from vision_kd.weights import load_model
@@ -297,7 +297,7 @@ def reproduce(
     ),
 ) -> None:
     """Small-scale reproduction: SLaK vs ViT teachers for a 3x3 ResNet student (KD and FD), plus ERFs."""
-    from research_utils.data import resolve_data_dir
+    from research_systems_core.data import resolve_data_dir
     from vision_kd.reproduce import ReproConfig, run_reproduction
 
     cfg = ReproConfig.quick_config() if quick else ReproConfig()

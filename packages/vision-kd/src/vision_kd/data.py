@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from research_utils.data import DatasetNotFoundError, load_mnist, require_path
-from research_utils.validation import check_choice, check_int
+from research_systems_core.data import DatasetNotFoundError, load_mnist, require_path
+from research_systems_core.validation import check_choice, check_int
 
 __all__ = ["DATASETS", "ImageData", "load_dataset", "make_cued_pairs"]
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.validation import check_int, check_range
+from research_systems_core.validation import check_int, check_range
 from vision_kd.features import final_feature_map
 
 __all__ = ["THRESHOLDS", "area_ratio", "erf_map", "erf_summary", "normalise_erf", "plot_erf"]

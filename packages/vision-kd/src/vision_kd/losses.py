@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_utils.registry import Registry
-from research_utils.validation import check_int, check_positive, check_range
+from research_systems_core.registry import Registry
+from research_systems_core.validation import check_int, check_positive, check_range
 
 __all__ = [
     "LOSSES",

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from research_utils.metadata import run_metadata
-from research_utils.results import JsonlWriter, plot_curves, write_json
-from research_utils.seeding import seed_everything
-from research_utils.validation import check_int
+from research_systems_core.metadata import run_metadata
+from research_systems_core.results import JsonlWriter, plot_curves, write_json
+from research_systems_core.seeding import seed_everything
+from research_systems_core.validation import check_int
 from vision_kd.data import ImageData, load_dataset
 from vision_kd.erf import THRESHOLDS, erf_map, erf_summary, plot_erf
 from vision_kd.features import feature_channels

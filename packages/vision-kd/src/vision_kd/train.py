@@ -6,8 +6,8 @@
 - AdamW with linear warm-up then cosine decay (per step, computed from the step number, so a
   resumed run continues the schedule exactly), optional EMA of the student (timm's ModelEmaV3),
   autocast (bf16) on CUDA when ``amp`` allows it, checkpoints every epoch through
-  ``research_utils.checkpoint`` (safetensors + RNG state) and exact resume, DDP under torchrun
-  via ``research_utils.distributed``.
+  ``research_systems_core.checkpoint`` (safetensors + RNG state) and exact resume, DDP under torchrun
+  via ``research_systems_core.distributed``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from research_utils.checkpoint import (
+from research_systems_core.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from research_utils.distributed import DistInfo, init_distributed, is_main_process, reduce_mean, wrap_model
-from research_utils.logs import progress
-from research_utils.validation import check_choice, check_int, check_positive, check_range
+from research_systems_core.distributed import DistInfo, init_distributed, is_main_process, reduce_mean, wrap_model
+from research_systems_core.logs import progress
+from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 from vision_kd.data import ImageData
 from vision_kd.features import forward_with_features
 from vision_kd.losses import DistillLoss

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from research_utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from research_systems_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vision_kd.models import create_model
 
 __all__ = ["load_model", "save_model"]

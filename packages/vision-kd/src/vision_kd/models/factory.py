@@ -7,7 +7,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from research_utils.validation import UnknownNameError
+from research_systems_core.validation import UnknownNameError
 
 __all__ = ["create_model", "num_classes_of"]
 

@@ -29,7 +29,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from research_utils.validation import check_int, check_range
+from research_systems_core.validation import check_int, check_range
 
 __all__ = ["LargeKernelConv", "SLaK", "SLaKBlock", "reparameterize_model"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from research_utils.validation import check_int
+from research_systems_core.validation import check_int
 
 __all__ = ["numpy_rng", "seed_everything", "torch_generator", "worker_init_fn"]
 

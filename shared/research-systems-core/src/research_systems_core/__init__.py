@@ -2,4 +2,4 @@
 
 from importlib.metadata import version as _version
 
-__version__ = _version("research-utils")
+__version__ = _version("research-systems-core")

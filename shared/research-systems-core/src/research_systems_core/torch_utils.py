@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from research_utils.validation import check_int
+from research_systems_core.validation import check_int
 
 __all__ = ["resolve_device", "set_torch_threads"]
 

@@ -1,7 +1,7 @@
 """Results on disk: atomic JSON, append-only JSONL, the shared ``results/`` layout, curve plots.
 
 Layout shared by all packages: ``results/<kind>/<package>/`` with kind one of ``demo``,
-``bench``, ``runs``; each run writes JSON (with :func:`research_utils.metadata.run_metadata`) and PNGs.
+``bench``, ``runs``; each run writes JSON (with :func:`research_systems_core.metadata.run_metadata`) and PNGs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from research_utils.files import atomic_write
+from research_systems_core.files import atomic_write
 
 __all__ = [
     "JsonlWriter",

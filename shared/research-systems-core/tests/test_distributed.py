@@ -12,13 +12,13 @@ import sys
 import pytest
 from torch import nn
 
-from research_utils import distributed as rd
+from research_systems_core import distributed as rd
 
 WORKER = """
 import json, os, sys
 import torch
 from torch import nn
-from research_utils import distributed as rd
+from research_systems_core import distributed as rd
 
 torch.set_num_threads(1)
 info = rd.init_distributed()

@@ -31,7 +31,7 @@ def resolve_data_dir(
         path, source = pathlib.Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-        path, source = pathlib.Path(base) / "research-utils" / "data", "the default cache"
+        path, source = pathlib.Path(base) / "research-systems-core" / "data", "the default cache"
     path = path.expanduser()
     if must_exist and not path.is_dir():
         raise DatasetNotFoundError(

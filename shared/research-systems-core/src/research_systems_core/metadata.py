@@ -45,7 +45,7 @@ def run_metadata(
     packages: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Everything needed to tell later how a result was produced."""
-    names = ["research-utils", "numpy", "torch", *packages]
+    names = ["research-systems-core", "numpy", "torch", *packages]
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     machine: dict[str, Any] = {

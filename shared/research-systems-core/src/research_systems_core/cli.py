@@ -6,7 +6,7 @@ from typing import NoReturn
 
 import typer
 
-from research_utils.logs import setup_logging
+from research_systems_core.logs import setup_logging
 
 __all__ = ["create_app", "fail"]
 
@@ -55,7 +55,7 @@ def create_app(name: str, help: str, version: str, default_threads: int | None =
                 help="torch CPU threads (more than the cores slows it down).",
             ),
         ) -> None:
-            from research_utils.torch_utils import set_torch_threads
+            from research_systems_core.torch_utils import set_torch_threads
 
             _setup_logging(log_level)
             set_torch_threads(threads)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from research_utils.averaging import (
+from research_systems_core.averaging import (
     average_state_dicts,
     functional_evaluator,
     greedy_interpolation_soup,

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_utils.files import atomic_write
-from research_utils.validation import check_choice, check_int, check_range
+from research_systems_core.files import atomic_write
+from research_systems_core.validation import check_choice, check_int, check_range
 
 __all__ = [
     "MaskHandle",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from research_utils.validation import check_choice
+from research_systems_core.validation import check_choice
 
 F = TypeVar("F", bound=Callable[..., Any])
 

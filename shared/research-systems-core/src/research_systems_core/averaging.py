@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_utils.validation import check_int, check_range
+from research_systems_core.validation import check_int, check_range
 
 __all__ = [
     "SoupResult",

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from research_utils.files import atomic_write, fsync_dir
-from research_utils.results import to_jsonable
+from research_systems_core.files import atomic_write, fsync_dir
+from research_systems_core.results import to_jsonable
 
 __all__ = [
     "CheckpointError",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-FORMAT = "research-utils-checkpoint/1"
+FORMAT = "research-systems-core-checkpoint/1"
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
 
 

@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-from research_utils.config import ConfigError, config_to_dict, load_config, parse_overrides
-from research_utils.data import DatasetNotFoundError, load_mnist, read_idx, require_path, resolve_data_dir
-from research_utils.files import atomic_write
-from research_utils.metadata import run_metadata
-from research_utils.registry import Registry
-from research_utils.results import JsonlWriter, plot_curves, read_jsonl, results_dir, write_json
-from research_utils.seeding import seed_everything
-from research_utils.validation import (
+from research_systems_core.config import ConfigError, config_to_dict, load_config, parse_overrides
+from research_systems_core.data import DatasetNotFoundError, load_mnist, read_idx, require_path, resolve_data_dir
+from research_systems_core.files import atomic_write
+from research_systems_core.metadata import run_metadata
+from research_systems_core.registry import Registry
+from research_systems_core.results import JsonlWriter, plot_curves, read_jsonl, results_dir, write_json
+from research_systems_core.seeding import seed_everything
+from research_systems_core.validation import (
     UnknownNameError,
     check_choice,
     check_finite,
@@ -32,9 +32,9 @@ from research_utils.validation import (
 def test_core_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import research_utils, research_utils.seeding, research_utils.config, research_utils.results,"
-        " research_utils.checkpoint, research_utils.data, research_utils.logs, research_utils.validation,"
-        " research_utils.registry, research_utils.metadata, research_utils.files\n"
+        "import research_systems_core, research_systems_core.seeding, research_systems_core.config, research_systems_core.results,"
+        " research_systems_core.checkpoint, research_systems_core.data, research_systems_core.logs, research_systems_core.validation,"
+        " research_systems_core.registry, research_systems_core.metadata, research_systems_core.files\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -177,7 +177,7 @@ def test_data_dir_resolution_order(tmp_path: pathlib.Path, monkeypatch: pytest.M
     assert resolve_data_dir() == tmp_path / "env"
     monkeypatch.delenv("RESEARCH_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert resolve_data_dir() == tmp_path / "cache" / "research-utils" / "data"
+    assert resolve_data_dir() == tmp_path / "cache" / "research-systems-core" / "data"
     with pytest.raises(DatasetNotFoundError, match="does not exist; pass --data-dir"):
         resolve_data_dir(tmp_path / "nope", must_exist=True)
     with pytest.raises(DatasetNotFoundError, match=r"Cora not found in the data directory .* Download it"):
@@ -214,7 +214,7 @@ def test_seed_everything_repeats_python_and_numpy() -> None:
 def test_run_metadata_records_versions_seed_config() -> None:
     meta = run_metadata(seed=3, config=Optim(), packages=["pyyaml"])
     assert meta["seed"] == 3 and meta["config"] == {"lr": 0.1, "momentum": 0.9, "nesterov": False}
-    assert "research-utils" in meta["versions"] and "numpy" in meta["versions"]
+    assert "research-systems-core" in meta["versions"] and "numpy" in meta["versions"]
     assert meta["machine"]["cpu_count"] >= 1
     json.dumps(meta)
 
@@ -222,7 +222,7 @@ def test_run_metadata_records_versions_seed_config() -> None:
 def test_cli_app_has_version_and_log_level() -> None:
     from typer.testing import CliRunner
 
-    from research_utils.cli import create_app, fail
+    from research_systems_core.cli import create_app, fail
 
     app = create_app("demo-tool", "A demo tool.", "1.2.3")
 
@@ -248,7 +248,7 @@ def test_setup_logging_follows_a_swapped_stderr(monkeypatch: pytest.MonkeyPatch)
     import io
     import logging
 
-    from research_utils.logs import setup_logging
+    from research_systems_core.logs import setup_logging
 
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
@@ -265,7 +265,7 @@ def test_cli_app_threads_option() -> None:
     import torch
     from typer.testing import CliRunner
 
-    from research_utils.cli import create_app
+    from research_systems_core.cli import create_app
 
     app = create_app("t", "T.", "0", default_threads=1)
 
