@@ -82,7 +82,9 @@ def test_keep_prunes_old_checkpoints(tmp_path: pathlib.Path) -> None:
 def test_sidecar_is_plain_json_no_pickle(tmp_path: pathlib.Path) -> None:
     path = save_checkpoint(tmp_path, 0, {"w": torch.zeros(1)}, {"config": {"a": [1, 2]}})
     record = json.loads(path.with_suffix(".json").read_text())
-    assert record["format"] == "research-systems-core-checkpoint/1" and record["meta"]["config"] == {"a": [1, 2]}
+    assert record["format"] == "research-systems-core-checkpoint/1" and record["meta"]["config"] == {
+        "a": [1, 2]
+    }
 
 
 def test_rng_state_roundtrip_through_a_checkpoint(tmp_path: pathlib.Path) -> None:

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from research_systems_core.config import ConfigError, config_to_dict, load_config, parse_overrides
-from research_systems_core.data import DatasetNotFoundError, load_mnist, read_idx, require_path, resolve_data_dir
+from research_systems_core.data import (
+    DatasetNotFoundError,
+    load_mnist,
+    read_idx,
+    require_path,
+    resolve_data_dir,
+)
 from research_systems_core.files import atomic_write
 from research_systems_core.metadata import run_metadata
 from research_systems_core.registry import Registry

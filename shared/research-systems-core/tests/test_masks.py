@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from research_systems_core.masks import MaskSet, erk_densities, kth_smallest, magnitude_scores, uniform_densities
+from research_systems_core.masks import (
+    MaskSet,
+    erk_densities,
+    kth_smallest,
+    magnitude_scores,
+    uniform_densities,
+)
 from research_systems_core.validation import UnknownNameError
 
 SHAPES = {"a": (37, 13), "b": (5, 7, 3), "c": (1,), "d": (101,)}  # awkward sizes, n = 688

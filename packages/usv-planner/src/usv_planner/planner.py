@@ -21,7 +21,13 @@ from typing import Any
 import gtsam
 import numpy as np
 
-from research_systems_core.validation import check_choice, check_finite, check_int, check_positive, check_range
+from research_systems_core.validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_positive,
+    check_range,
+)
 from usv_planner.currents import CurrentField, FrozenField, UniformCurrent
 from usv_planner.environment import Environment
 from usv_planner.factors import (

@@ -31,7 +31,13 @@ from research_systems_core.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from research_systems_core.distributed import DistInfo, init_distributed, is_main_process, reduce_mean, wrap_model
+from research_systems_core.distributed import (
+    DistInfo,
+    init_distributed,
+    is_main_process,
+    reduce_mean,
+    wrap_model,
+)
 from research_systems_core.logs import progress
 from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 from vision_kd.data import ImageData
