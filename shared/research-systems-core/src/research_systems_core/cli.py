@@ -2,30 +2,87 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import functools
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
+from research_systems_core.checkpoint import CheckpointError
 from research_systems_core.logs import setup_logging
 
-__all__ = ["create_app", "fail"]
+__all__ = ["USER_ERRORS", "ErrorBoundaryTyper", "create_app", "fail"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Exceptions that mean "bad input": one line, exit 2. UserError and UnknownNameError are ValueErrors.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, CheckpointError)
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _setup_logging(log_level: str) -> None:
     level = log_level.upper()
     if level not in LOG_LEVELS:
         raise typer.BadParameter(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    _state["debug"] = level == "DEBUG"
     setup_logging(level)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:2000]
+
+
+def error_boundary(fn: F) -> F:
+    """Wrap a command: bad input becomes ``error: <message>`` and exit 2; anything unexpected one
+    line and exit 1, with the traceback only under ``--log-level DEBUG``."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except USER_ERRORS as error:
+            if _state["debug"]:
+                raise
+            fail(_one_line(error))
+        except Exception as error:
+            if _state["debug"]:
+                raise
+            typer.echo(
+                f"error: unexpected {type(error).__name__}: {_one_line(error)} "
+                "(rerun with --log-level DEBUG for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapped  # type: ignore[return-value]
+
+
+class ErrorBoundaryTyper(typer.Typer):
+    """A Typer whose every command runs inside :func:`error_boundary`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: F) -> F:
+            register(error_boundary(fn))
+            return fn
+
+        return decorator
 
 
 def create_app(name: str, help: str, version: str, default_threads: int | None = None) -> typer.Typer:
     """A typer app with ``--help``, ``--version`` and ``--log-level``; add commands with ``@app.command()``.
 
+    Every command runs inside an error boundary: ValueError, TypeError, FileNotFoundError,
+    CheckpointError and :class:`~research_systems_core.errors.UserError` print one line and exit 2;
+    any other exception prints one line with a hint and exits 1 (its traceback with DEBUG logging).
+
     With ``default_threads`` the app also takes ``--threads N`` (torch CPU threads, imported lazily).
     """
-    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False)
+    app = ErrorBoundaryTyper(name=name, help=help, no_args_is_help=True, add_completion=False)
 
     def show_version(value: bool) -> None:
         if value:
