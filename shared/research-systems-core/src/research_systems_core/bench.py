@@ -129,7 +129,9 @@ def _check_rows(rows: list[Mapping[str, Any]]) -> None:
         if missing:
             raise ValueError(f"benchmark row {row.get('name')!r} lacks {missing}")
         if not _finite(row["ours"]):
-            raise ValueError(f"benchmark row {row['name']!r}: 'ours' is not a finite number ({row['ours']!r})")
+            raise ValueError(
+                f"benchmark row {row['name']!r}: 'ours' is not a finite number ({row['ours']!r})"
+            )
         if row["peer"] is not None and not (_finite(row["peer"]) and _finite(row["ratio"])):
             raise ValueError(f"benchmark row {row['name']!r}: peer/ratio not finite ({row['ratio']!r})")
         if row["goal"] is not None and not isinstance(row["met"], bool):
