@@ -33,7 +33,81 @@ PACKAGES = [
     "usv-planner",
 ]
 VERDICTS = ("reproduced", "partly", "not reproduced at this scale")
+HEARTBEAT_S = 30.0
 log = logging.getLogger("demo")
+
+# What each quick reproduction reads from the data directory, and where it comes from originally.
+# (relative path in the data directory, source URL, "gz" when the source is gzip-compressed)
+_SVAMP = "https://raw.githubusercontent.com/arkilpatel/SVAMP/main/"
+_PLANETOID = "https://raw.githubusercontent.com/kimiyoung/planetoid/master/data/"
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_SKFEATURE = "https://raw.githubusercontent.com/jundongl/scikit-feature/gh-pages/files/datasets/"
+MNIST_FILES = [
+    ("MNIST/raw/" + name, _MNIST + name + ".gz", "gz")
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+]
+DATA_NEEDS: dict[str, list[tuple[str, str, str]]] = {
+    "llm-sparsity": [
+        ("arithmetic/SVAMP.json", _SVAMP + "SVAMP.json", ""),
+        ("arithmetic/mawps/train.csv", _SVAMP + "data/cv_mawps/fold0/train.csv", ""),
+        ("arithmetic/mawps/dev.csv", _SVAMP + "data/cv_mawps/fold0/dev.csv", ""),
+    ],
+    "robust-at": MNIST_FILES,
+    "gnn-soup": [
+        (f"planetoid/Cora/raw/ind.cora.{ext}", f"{_PLANETOID}ind.cora.{ext}", "")
+        for ext in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+    ],
+    "vision-kd": MNIST_FILES,
+    "sparse-dst": MNIST_FILES,
+    "feature-select": [
+        (f"scikit-feature/{name}.mat", f"{_SKFEATURE}{name}.mat", "")
+        for name in ("madelon", "Isolet", "BASEHOCK", "COIL20", "arcene", "Prostate_GE", "ALLAML", "PCMAC")
+    ],
+    "usv-planner": [],
+}
+
+
+def missing_files(packages: list[str], data_dir: pathlib.Path) -> list[tuple[str, str, str]]:
+    """The data files the chosen reproductions need that are not in ``data_dir`` (deduplicated)."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for package in packages:
+        for need in DATA_NEEDS.get(package, []):
+            if not (data_dir / need[0]).is_file():
+                seen.setdefault(need[0], need)
+    return list(seen.values())
+
+
+def download(needs: list[tuple[str, str, str]], data_dir: pathlib.Path) -> None:
+    """Fetch each missing file from its original source into the data directory (atomically)."""
+    import gzip
+    import urllib.request
+
+    for relative, url, compression in needs:
+        target = data_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s -> %s", url, target)
+        tmp = target.with_name(target.name + ".part")
+        with urllib.request.urlopen(url, timeout=120) as response:
+            payload = response.read()
+        tmp.write_bytes(gzip.decompress(payload) if compression == "gz" else payload)
+        tmp.replace(target)
+
+
+def explain_missing(needs: list[tuple[str, str, str]], data_dir: pathlib.Path) -> str:
+    """One message listing every missing file and the two ways to provide it."""
+    lines = [f"{len(needs)} data file(s) missing from the data directory {data_dir}:"]
+    lines += [f"  {relative}   (from {url})" for relative, url, _ in needs]
+    lines += [
+        "Provide them in one of two ways:",
+        "  1. let the demo fetch them from their original sources: uv run nox -s demo -- --download",
+        "  2. copy them there yourself, or point --data-dir / RESEARCH_DATA_DIR at a folder that has them.",
+    ]
+    return "\n".join(lines)
 
 
 def run_package(
@@ -51,11 +125,10 @@ def run_package(
         cmd.append("--quick")
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "reproduce.log", "w") as logfile:
-        try:
-            code = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            code = "timeout"
+    log_path = out / "reproduce.log"
+    with open(log_path, "w") as logfile:
+        process = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT)
+        code: int | str = _wait_with_heartbeat(process, package, log_path, timeout)
     seconds = round(time.perf_counter() - start, 1)
     ok = code == 0 and (out / "summary.json").is_file()
     return {
@@ -65,6 +138,31 @@ def run_package(
         "seconds": seconds,
         "cmd": cmd,
     }
+
+
+def _last_line(path: pathlib.Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][-160:] if lines else ""
+
+
+def _wait_with_heartbeat(
+    process: subprocess.Popen[bytes], package: str, log_path: pathlib.Path, timeout: float
+) -> int | str:
+    """Wait for a reproduction, logging its latest output line every 30 s so it never looks hung."""
+    start = time.monotonic()
+    while True:
+        try:
+            return process.wait(timeout=HEARTBEAT_S)
+        except subprocess.TimeoutExpired:
+            elapsed = time.monotonic() - start
+            if elapsed > timeout:
+                process.kill()
+                process.wait()
+                return "timeout"
+            log.info("   %s: still running (%d s): %s", package, elapsed, _last_line(log_path))
 
 
 def _cell(value: Any) -> str:
@@ -217,8 +315,21 @@ def main() -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="only rebuild the report from existing results"
     )
+    parser.add_argument(
+        "--download", action="store_true", help="fetch missing data files from their original sources"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s", datefmt="%H:%M:%S")
+    data_dir = pathlib.Path(
+        args.data_dir or pathlib.Path.home() / ".cache" / "research-systems-core" / "data"
+    )
+    args.data_dir = str(data_dir)
+    needs = [] if args.report_only else missing_files(args.packages, data_dir)
+    if needs and args.download:
+        download(needs, data_dir)
+    elif needs:
+        log.error(explain_missing(needs, data_dir))
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     status_file = args.out / "status.json"
     statuses: dict[str, dict[str, Any]] = _load_summary(status_file) or {}
