@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from llm_sparsity.scores import compute_scores
-from llm_sparsity.targets import Targets
+from llm_sparsity.targets import Targets, tied_aliases
 from research_systems_core.masks import MaskSet
 from research_systems_core.validation import check_choice, check_int, check_range
 
@@ -167,14 +167,23 @@ def _magnitude_within(model: torch.nn.Module, targets: Targets, masks: MaskSet, 
 
 
 def rewind(model: torch.nn.Module, state: Mapping[str, torch.Tensor], masks: MaskSet | None = None) -> None:
-    """Copy ``state`` (pre-trained values) back into the model, then re-apply ``masks``."""
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
+    """Copy ``state`` (pre-trained values) back into the model, then re-apply ``masks``.
+
+    Tied parameters (an ``lm_head`` that is the input embedding) are written once, through their
+    canonical name, whichever of their names ``state`` uses."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    aliases = tied_aliases(model)
+    done: set[str] = set()
     with torch.no_grad():
         for name, value in state.items():
             target = params.get(name, buffers.get(name))
             if target is None:
                 raise KeyError(f"rewind state names {name!r}, which the model does not have")
+            canonical = aliases.get(name, name)
+            if canonical in done:
+                continue
+            done.add(canonical)
             target.copy_(value)
     if masks is not None:
         masks.apply(model)

@@ -20,7 +20,7 @@ import torch
 
 from research_systems_core.validation import check_choice
 
-__all__ = ["BLOCK_LINEAR_PATTERNS", "PRESETS", "Targets", "select_targets"]
+__all__ = ["BLOCK_LINEAR_PATTERNS", "PRESETS", "Targets", "find_blocks", "select_targets", "tied_aliases"]
 
 # The Linear weights inside transformer blocks, per architecture family.
 BLOCK_LINEAR_PATTERNS: dict[str, str] = {
@@ -29,7 +29,9 @@ BLOCK_LINEAR_PATTERNS: dict[str, str] = {
     "gpt2": r"(^|\.)h\.\d+\.(attn\.(c_attn|c_proj)|mlp\.(c_fc|c_proj))\.weight$",
     "opt": r"(^|\.)layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)\.weight$",
     "llama": r"(^|\.)layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
-    r"|mlp\.(gate_proj|up_proj|down_proj))\.weight$",
+    r"|mlp\.(gate_proj|up_proj|down_proj))\.weight$",  # also Mistral, Qwen2, Gemma
+    "phi": r"(^|\.)layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|dense)|mlp\.(fc1|fc2))\.weight$",
+    "phi3": r"(^|\.)layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))\.weight$",
 }
 EMBEDDING_PATTERN = r"(embed|(^|\.)wte\.|(^|\.)wpe\.|shared\.weight$)"
 NORM_PATTERN = r"(norm|(^|\.)ln_\w*\.|(^|\.)ln_f\.)"
@@ -65,6 +67,33 @@ def _conv1d_weights(model: torch.nn.Module) -> set[str]:
         if type(mod).__name__ == "Conv1D" and hasattr(mod, "weight"):
             names.add(f"{mod_name}.weight" if mod_name else "weight")
     return names
+
+
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """``{alias: canonical}`` for parameters shared under several names (an ``lm_head`` tied to the
+    input embedding): ``named_parameters()`` lists each tensor once, under its canonical name."""
+    canonical: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in canonical:
+            aliases[name] = canonical[id(p)]
+        else:
+            canonical[id(p)] = name
+    return aliases
+
+
+def find_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The transformer's list of blocks (``model.layers``, ``transformer.h``, ``encoder.layer``,
+    ``model.decoder.layers``): the ModuleList holding the most parameters."""
+    best: tuple[int, str, torch.nn.ModuleList] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0:
+            size = sum(p.numel() for p in mod.parameters())
+            if best is None or size > best[0]:
+                best = (size, name, mod)
+    if best is None:
+        raise ValueError(f"{type(model).__name__} has no list of transformer blocks (no ModuleList)")
+    return best[1], best[2]
 
 
 def _listing(names: Sequence[str], limit: int = 12) -> str:
@@ -122,8 +151,10 @@ def select_targets(
         chosen |= hits
     if include_embeddings:
         chosen |= {n for n in two_d if re.search(EMBEDDING_PATTERN, n)}
-    if include_head:
-        chosen |= {n for n in all_names if re.search(HEAD_PATTERN, n) and params[n].dim() >= 2}
+    if include_head:  # a head tied to the embedding is listed (and pruned) once, as the embedding
+        aliases = tied_aliases(model)
+        heads = {n for n, _ in model.named_parameters(remove_duplicate=False) if re.search(HEAD_PATTERN, n)}
+        chosen |= {aliases.get(n, n) for n in heads if params[aliases.get(n, n)].dim() >= 2}
     for pattern in exclude:
         chosen = {n for n in chosen if not re.search(pattern, n)}
     if not chosen:
