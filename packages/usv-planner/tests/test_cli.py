@@ -48,10 +48,11 @@ def test_plan_bad_input_is_reported(tmp_path) -> None:
     result = runner.invoke(
         app, ["plan", "--scenario", "jet-island", "--start", "1500,750", "--out", str(tmp_path)]
     )
-    assert result.exit_code != 0
-    assert "inside or too close to an obstacle" in str(result.exception)
+    assert result.exit_code == 2
+    assert "inside or too close to an obstacle" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     result = runner.invoke(app, ["plan", "--scenario", "nope", "--out", str(tmp_path)])
-    assert "unknown scenario 'nope'" in str(result.exception)
+    assert result.exit_code == 2 and "unknown scenario 'nope'" in result.output
     result = runner.invoke(app, ["plan", "--start", "1;2", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "start must be 'x,y'" in result.output
 

@@ -8,14 +8,15 @@ metres in a local frame.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from research_systems_core.validation import check_finite, check_positive
+from usv_planner.geometry import ObstacleShapes
 
-__all__ = ["Environment", "OccupancyMap", "PlanarSDF", "signed_distance_field"]
+__all__ = ["GEOMETRIES", "Environment", "OccupancyMap", "PlanarSDF", "signed_distance_field"]
 
 
 def signed_distance_field(occupied: np.ndarray, cell_size: float) -> np.ndarray:
@@ -99,6 +100,7 @@ class OccupancyMap:
     occupied: np.ndarray
     origin: tuple[float, float] = (0.0, 0.0)
     cell_size: float = 1.0
+    shapes: ObstacleShapes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         occ = np.asarray(self.occupied, dtype=bool)
@@ -144,33 +146,69 @@ class OccupancyMap:
         xs = origin[0] + cell_size * np.arange(nx)
         ys = origin[1] + cell_size * np.arange(ny)
         xx, yy = np.meshgrid(xs, ys)
-        occ = np.zeros((ny, nx), dtype=bool)
+        circles = [tuple(float(v) for v in c) for c in circles]
         for circle in circles:
-            cx, cy, r = (float(v) for v in circle)
-            check_positive("circle radius", r)
-            occ |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-        if polygons:
-            from matplotlib.path import Path
+            if len(circle) != 3:
+                raise ValueError(f"a circle obstacle is (cx, cy, r), got {circle}")
+            check_positive("circle radius", circle[2])
+        shapes = ObstacleShapes.from_arrays(circles, list(polygons))
+        pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
+        occ = (shapes.signed_distance(pts) <= 0.0).reshape(xx.shape) if not shapes.empty else xx < -np.inf
+        return cls(occ, origin, cell_size, shapes)
 
-            pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
-            for poly in polygons:
-                poly = np.asarray(poly, dtype=float)
-                if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
-                    raise ValueError(f"polygon must be a (K>=3, 2) array of vertices, got shape {poly.shape}")
-                occ |= Path(poly).contains_points(pts, radius=1e-9).reshape(occ.shape)
-        return cls(occ, origin, cell_size)
+
+GEOMETRIES = ("exact", "cells", "edt")
 
 
 class Environment:
-    """An occupancy map plus its SDF; answers inside-map and collision queries."""
+    """An occupancy map plus its SDF; answers inside-map, clearance and collision queries.
 
-    def __init__(self, occupancy: OccupancyMap) -> None:
+    ``geometry`` says what the obstacles are: ``exact`` (the shapes the map was built from; the
+    default when it has them), ``cells`` (the union of the occupied cells' squares; the default
+    for a bare grid such as a land mask) or ``edt`` (GPMP2's distance to occupied cell centres,
+    kept for comparison). With ``exact``/``cells`` the planner's grid SDF holds the exact signed
+    distance at the cell centres (bilinear in between) and :meth:`clearance` is exact everywhere.
+    """
+
+    def __init__(self, occupancy: OccupancyMap, geometry: str | None = None) -> None:
         self.occupancy = occupancy
-        self.sdf = PlanarSDF(
-            signed_distance_field(occupancy.occupied, occupancy.cell_size),
-            occupancy.origin,
-            occupancy.cell_size,
-        )
+        if geometry is None:
+            geometry = "exact" if occupancy.shapes is not None else "cells"
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {geometry!r}")
+        if geometry == "exact" and occupancy.shapes is None:
+            raise ValueError(
+                "geometry='exact' needs an occupancy map built from shapes (OccupancyMap.from_shapes)"
+            )
+        self.geometry = geometry
+        if geometry == "exact":
+            self.shapes: ObstacleShapes | None = occupancy.shapes
+        elif geometry == "cells":
+            self.shapes = ObstacleShapes.from_cells(occupancy.occupied, occupancy.origin, occupancy.cell_size)
+        else:
+            self.shapes = None
+        if self.shapes is None:
+            field_values = signed_distance_field(occupancy.occupied, occupancy.cell_size)
+        elif self.shapes.empty:
+            field_values = signed_distance_field(np.zeros_like(occupancy.occupied), occupancy.cell_size)
+        else:
+            xx, yy = np.meshgrid(occupancy.x, occupancy.y)
+            pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
+            field_values = self.shapes.signed_distance(pts).reshape(xx.shape)
+        self.sdf = PlanarSDF(field_values, occupancy.origin, occupancy.cell_size)
+
+    def clearance(self, points: np.ndarray) -> np.ndarray:
+        """True signed distance ``(M,)`` to the obstacles (exact geometry; the grid SDF for ``edt``)."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        if self.shapes is None:
+            return self.sdf.distance(points)
+        if self.shapes.empty:
+            return self.sdf.distance(points)
+        return self.shapes.signed_distance(points)
+
+    def path_is_free(self, points: np.ndarray) -> bool:
+        """Whether every point lies inside the map with a positive true clearance."""
+        return bool((self.clearance(points) > 0).all() and self.inside(points).all())
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -195,7 +233,7 @@ class Environment:
             raise ValueError(
                 f"{name} {tuple(p.tolist())} is outside the map; x must be in [{xmin:g}, {xmax:g}], y in [{ymin:g}, {ymax:g}]"
             )
-        d = float(self.sdf.distance(p)[0])
+        d = float(self.clearance(p)[0])
         if d <= clearance:
             raise ValueError(
                 f"{name} {tuple(p.tolist())} is inside or too close to an obstacle "

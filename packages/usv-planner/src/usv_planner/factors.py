@@ -30,8 +30,11 @@ __all__ = [
     "current_energy_error",
     "gp_prior_covariance",
     "gp_prior_error",
+    "hermite_accelerations",
     "numerical_jacobian",
     "obstacle_hinge_error",
+    "segment_error",
+    "speed_hinge_batch",
 ]
 
 FactorFn = Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
@@ -49,6 +52,7 @@ def checked_custom_factor(
     ``(error_dim,)`` or finite, or a Jacobian list of the wrong length or block shape.
     """
     keys = [int(k) for k in keys]
+    wants_flag = _takes_jacobian_flag(fn)
     if noise_model.dim() != error_dim:
         raise ValueError(f"noise model dimension {noise_model.dim()} does not match error_dim {error_dim}")
 
@@ -56,7 +60,7 @@ def checked_custom_factor(
         this: gtsam.CustomFactor, values: gtsam.Values, jacobians: list[np.ndarray] | None
     ) -> np.ndarray:
         xs = [values.atPoint2(k) for k in keys]
-        error, jacs = fn(xs)
+        error, jacs = fn(xs, jacobians is not None) if wants_flag else fn(xs)
         error = np.asarray(error, dtype=float)
         if error.shape != (error_dim,):
             raise ValueError(f"factor error has shape {error.shape}, expected ({error_dim},)")
@@ -75,6 +79,16 @@ def checked_custom_factor(
         return error
 
     return gtsam.CustomFactor(noise_model, keys, error_func)
+
+
+def _takes_jacobian_flag(fn: Callable) -> bool:
+    """Whether ``fn`` accepts ``(xs, want_jacobians)`` (it can then skip Jacobians for error-only calls)."""
+    import inspect
+
+    try:
+        return len(inspect.signature(fn).parameters) >= 2
+    except (TypeError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------- GP prior
@@ -163,6 +177,49 @@ def current_energy_error(
     return fn
 
 
+# ---------------------------------------------------------------------------- vehicle limits
+def speed_hinge_batch(
+    v: np.ndarray, c: np.ndarray, jc: np.ndarray, limit: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hinge ``max(0, |v - c| - limit)`` ``(M,)`` and its Jacobians w.r.t. position and velocity ``(M, 2)``."""
+    u = v - c
+    norm = np.sqrt((u**2).sum(axis=1))
+    active = norm > limit
+    unit = np.where(active[:, None], u / np.where(norm > 0, norm, 1.0)[:, None], 0.0)
+    jv = unit
+    jp = -np.einsum("mi,mij->mj", unit, jc)
+    return np.where(active, norm - limit, 0.0), jp, jv
+
+
+def hermite_accelerations(p0, v0, p1, v1, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Accelerations of the constant-velocity GP mean (a cubic Hermite) at both ends of an interval.
+
+    Within an interval the acceleration is linear in time, so its norm is largest at an end:
+    ``a(0) = (6 dp - dt (4 v0 + 2 v1)) / dt^2``, ``a(dt) = (-6 dp + dt (2 v0 + 4 v1)) / dt^2``.
+    """
+    dp = p1 - p0
+    a0 = (6.0 * dp - dt * (4.0 * v0 + 2.0 * v1)) / dt**2
+    a1 = (-6.0 * dp + dt * (2.0 * v0 + 4.0 * v1)) / dt**2
+    return a0, a1
+
+
+# d a / d [p0, v0, p1, v1] (per axis) for the two end accelerations, divided by the dt powers later
+_ACCEL_COEF = np.array([[-6.0, -4.0, 6.0, -2.0], [6.0, 2.0, -6.0, 4.0]])
+
+
+def _accel_rows(st: np.ndarray, dt: float, limit: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Acceleration hinge residuals ``(K, 2)`` and Jacobians ``(K, 2, 4 [p0, v0, p1, v1], 2)``."""
+    a0, a1 = hermite_accelerations(st[:-1, 0], st[:-1, 1], st[1:, 0], st[1:, 1], dt)
+    acc = np.stack([a0, a1], axis=1)  # (K, 2 ends, 2 axes)
+    norm = np.sqrt((acc**2).sum(axis=2))
+    active = norm > limit
+    unit = np.where(active[..., None], acc / np.where(norm > 0, norm, 1.0)[..., None], 0.0) / sigma
+    scale = np.array([1.0 / dt**2, 1.0 / dt, 1.0 / dt**2, 1.0 / dt])
+    coef = _ACCEL_COEF * scale  # (2 ends, 4 blocks)
+    jac = np.einsum("kex,eb->kebx", unit, coef)
+    return np.where(active, norm - limit, 0.0) / sigma, jac
+
+
 # ---------------------------------------------------------------------------- batched intervals
 def segment_error(
     sdf: SdfFn,
@@ -176,17 +233,25 @@ def segment_error(
     std: StdFn | None = None,
     kappa: float = 1.0,
     n_intervals: int = 1,
+    *,
+    energy: bool = True,
+    speed_limit: float | None = None,
+    speed_sigma: float = 1.0,
+    accel_limit: float | None = None,
+    accel_sigma: float = 1.0,
 ) -> FactorFn:
-    """Whitened obstacle + energy residuals at GP-interpolated points of consecutive intervals, vectorised.
+    """Whitened obstacle, energy and limit residuals at GP-interpolated points of consecutive intervals.
 
     Keys ``(p_0, v_0, p_1, v_1, ..., p_K, v_K)`` for ``K = n_intervals`` intervals of length
     ``dt`` starting at time ``t_left``. In each interval the points sit at offsets ``taus``
     (``0 <= tau < dt``) from its left support state; ``weights`` ``(K, len(taus))`` (or
     ``(len(taus),)`` for all intervals) are the energy quadrature weights: energy residuals are
-    pre-multiplied by ``sqrt(weight)`` and hinge residuals divided by ``obstacle_sigma``, so use a
-    unit noise model. Per point the error is ``[hinge, energy(3)]`` (``[hinge]`` without a
-    current). This is the same model as per-point factors wrapped in ``WnoaInterpFactorPoint2``
-    (with a fixed noise model), evaluated in one call.
+    pre-multiplied by ``sqrt(weight)`` and hinge residuals divided by their sigma, so use a
+    unit noise model. Per point the error is ``[hinge, energy(3) if current and energy,
+    speed hinge if speed_limit]``; with ``accel_limit`` each interval adds two acceleration hinges
+    (the GP mean's acceleration at both ends, where its norm peaks). Without limits this is the
+    same model as per-point factors wrapped in ``WnoaInterpFactorPoint2``, evaluated in one call.
+    The returned function takes ``(xs, want_jacobians=True)``; without Jacobians it skips their cost.
     """
     from usv_planner.gp_interp import lambda_psi
 
@@ -199,47 +264,73 @@ def segment_error(
         lam[j], psi[j] = lambda_psi(dt, tau)
     sqrt_w = np.sqrt(np.broadcast_to(np.asarray(weights, dtype=float), (k_int, m))).reshape(-1)
     times = (t_left + dt * np.arange(k_int)[:, None] + taus[None, :]).reshape(-1)
-    per = 1 if current is None else 4
+    use_energy = current is not None and energy
+    use_speed = speed_limit is not None
+    per = 1 + 3 * use_energy + use_speed
+    n_acc = 2 if accel_limit is not None else 0
     total = k_int * m
+    rows = m * per + n_acc
+    idx = np.arange(k_int)
 
-    def fn(xs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        st = np.asarray(xs).reshape(k_int + 1, 2, 2)  # (state, [p, v], axis)
-        states = np.einsum("mab,kbc->kmac", lam, st[:-1]) + np.einsum("mab,kbc->kmac", psi, st[1:])
-        states = states.reshape(total, 2, 2)
-        p, v = states[:, 0], states[:, 1]
+    def point_terms(p, v, want):
+        err = np.zeros((total, per))
+        jx = np.zeros((total, per, 2, 2)) if want else None  # d error / d interpolated ([p, v], axis)
         d, grad = sdf(p)
         h, jh = hinge_batch(d, grad, epsilon)
-        err = np.zeros((total, per))
-        jx = np.zeros((total, per, 2, 2))  # d error / d interpolated ([p, v], axis)
         err[:, 0] = h / obstacle_sigma
-        jx[:, 0, 0] = jh / obstacle_sigma
+        if want:
+            jx[:, 0, 0] = jh / obstacle_sigma
         if current is not None:
             c, jc = current(p, times)
+        else:
+            c, jc = np.zeros_like(v), np.zeros((total, 2, 2))
+        col = 1
+        if use_energy:
             if std is not None:
                 s, ds = std(p, times)
             else:
                 s, ds = np.zeros(total), np.zeros((total, 2))
             e, jp, jv = energy_batch(v, c, jc, s, ds, kappa)
-            err[:, 1:] = e * sqrt_w[:, None]
-            jx[:, 1:, 0] = jp * sqrt_w[:, None, None]
-            jx[:, 1:, 1] = jv * sqrt_w[:, None, None]
+            err[:, 1:4] = e * sqrt_w[:, None]
+            if want:
+                jx[:, 1:4, 0] = jp * sqrt_w[:, None, None]
+                jx[:, 1:4, 1] = jv * sqrt_w[:, None, None]
+            col = 4
+        if use_speed:
+            e, jp, jv = speed_hinge_batch(v, c, jc, float(speed_limit))
+            err[:, col] = e / speed_sigma
+            if want:
+                jx[:, col, 0] = jp / speed_sigma
+                jx[:, col, 1] = jv / speed_sigma
+        return err, jx
+
+    def fn(xs: list[np.ndarray], want_jacobians: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+        st = np.asarray(xs).reshape(k_int + 1, 2, 2)  # (state, [p, v], axis)
+        states = np.einsum("mab,kbc->kmac", lam, st[:-1]) + np.einsum("mab,kbc->kmac", psi, st[1:])
+        states = states.reshape(total, 2, 2)
+        err, jx = point_terms(states[:, 0], states[:, 1], want_jacobians)
+        err = err.reshape(k_int, m * per)
+        if n_acc:
+            acc_err, acc_jac = _accel_rows(st, dt, float(accel_limit), accel_sigma)
+            err = np.concatenate([err, acc_err], axis=1)
+        if not want_jacobians:
+            return err.reshape(-1), []
         jx = jx.reshape(k_int, m, per, 2, 2)
         # interpolated x[a] = sum_b lam[a, b] x_left[b] + psi[a, b] x_right[b]  (a, b in {p, v})
-        d_left = np.einsum("kmeax,mab->kmebx", jx, lam)  # (K, m, per, [p, v] of left, axis)
-        d_right = np.einsum("kmeax,mab->kmebx", jx, psi)
-        full = np.zeros((k_int, m * per, k_int + 1, 2, 2))
-        rows = d_left.reshape(k_int, m * per, 2, 2)
-        rows_r = d_right.reshape(k_int, m * per, 2, 2)
-        idx = np.arange(k_int)
-        full[idx, :, idx] += rows
-        full[idx, :, idx + 1] += rows_r
-        full = full.reshape(total * per, k_int + 1, 2, 2)
-        jacs = []
-        for state in range(k_int + 1):
-            for kind in (0, 1):
-                jacs.append(full[:, state, kind, :])
+        d_left = np.einsum("kmeax,mab->kmebx", jx, lam).reshape(k_int, m * per, 2, 2)
+        d_right = np.einsum("kmeax,mab->kmebx", jx, psi).reshape(k_int, m * per, 2, 2)
+        full = np.zeros((k_int, rows, k_int + 1, 2, 2))
+        full[idx, : m * per, idx] = d_left
+        full[idx, : m * per, idx + 1] = d_right
+        if n_acc:
+            blocks = acc_jac.reshape(k_int, 2, 2, 2, 2)  # (K, end, [left, right], [p, v], axis)
+            full[idx, m * per :, idx] = blocks[:, :, 0]
+            full[idx, m * per :, idx + 1] = blocks[:, :, 1]
+        full = full.reshape(k_int * rows, k_int + 1, 2, 2)
+        jacs = [full[:, state, kind, :] for state in range(k_int + 1) for kind in (0, 1)]
         return err.reshape(-1), jacs
 
+    fn.rows_per_interval = rows  # type: ignore[attr-defined]
     return fn
 
 

@@ -38,19 +38,22 @@ def interpolate_states(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense ``(times, positions, velocities)`` with ``per_interval`` extra states between supports."""
     times = np.asarray(times, dtype=float)
-    out_t, out_p, out_v = [times[0]], [positions[0]], [velocities[0]]
-    for k in range(len(times) - 1):
-        dt = times[k + 1] - times[k]
-        for j in range(1, per_interval + 1):
-            tau = dt * j / (per_interval + 1)
-            lam, psi = lambda_psi(dt, tau)
-            x0 = np.stack([positions[k], velocities[k]])  # (2 [p, v], 2 axes)
-            x1 = np.stack([positions[k + 1], velocities[k + 1]])
-            x = lam @ x0 + psi @ x1
-            out_t.append(times[k] + tau)
-            out_p.append(x[0])
-            out_v.append(x[1])
-        out_t.append(times[k + 1])
-        out_p.append(positions[k + 1])
-        out_v.append(velocities[k + 1])
-    return np.asarray(out_t), np.asarray(out_p), np.asarray(out_v)
+    positions = np.asarray(positions, dtype=float)
+    velocities = np.asarray(velocities, dtype=float)
+    k = len(times) - 1
+    m = per_interval + 1
+    dts = np.diff(times)
+    fractions = np.arange(m) / m
+    lam = np.empty((k, m, 2, 2))
+    psi = np.empty((k, m, 2, 2))
+    cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for i, dt in enumerate(dts):
+        if dt not in cache:
+            pairs = [lambda_psi(dt, dt * f) for f in fractions]
+            cache[dt] = (np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]))
+        lam[i], psi[i] = cache[dt]
+    x = np.stack([positions, velocities], axis=1)  # (N, [p, v], axis)
+    dense = np.einsum("kmab,kbc->kmac", lam, x[:-1]) + np.einsum("kmab,kbc->kmac", psi, x[1:])
+    dense = np.concatenate([dense.reshape(k * m, 2, 2), x[-1:]], axis=0)
+    dense_t = np.concatenate([(times[:-1, None] + dts[:, None] * fractions[None, :]).reshape(-1), times[-1:]])
+    return dense_t, dense[:, 0].copy(), dense[:, 1].copy()

@@ -29,12 +29,13 @@ def trajectory_metrics(
       planner's own energy model with unit drag coefficient), in m^3/s^2.
     * ``smoothness``: integral of ``|dv/dt|^2 dt`` from finite differences of the velocities.
     * ``collision_free``: every dense point inside the map with a positive signed distance.
+    * ``min_clearance_m``: the true (exact-geometry) distance to the nearest obstacle.
     """
     times = np.asarray(times, dtype=float)
     positions = np.asarray(positions, dtype=float)
     velocities = np.asarray(velocities, dtype=float)
     seg = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-    clearance = env.sdf.distance(positions)
+    clearance = env.clearance(positions)
     inside = env.inside(positions)
     c, _ = current.velocity(positions, times)
     through_water = np.linalg.norm(velocities - c, axis=1)

@@ -347,10 +347,7 @@ class GPMP2Planner:
         for bulge in cfg.bulges:
             result, iterations, converged = self._optimize(graph, self._initial(bulge))
             traj = self._extract(result, scaled, rot)
-            dense_free = bool(
-                (env.sdf.distance(traj["dense_positions"]) > 0).all()
-                and env.inside(traj["dense_positions"]).all()
-            )
+            dense_free = env.path_is_free(traj["dense_positions"])
             cost = float(graph.error(result))
             info = {
                 "bulge": bulge,
