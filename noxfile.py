@@ -1,7 +1,9 @@
 """All automation of the monorepo: lint, per-package tests, integration, builds, benchmarks, demo.
 
 Default sessions (`uv run nox`): lint, tests (every package, each in its own venv), integration,
-build (every wheel installed alone into a clean venv).
+build (every wheel installed alone into a clean venv), bench_smoke (every benchmark on tiny sizes).
+On demand: bench (full benchmarks), fuzz (property tests with many examples), gpu (GPU checks),
+release(<package>) (pre-release checks, build, twine check, clean install, smoke test), demo.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "integration", "build"]
+nox.options.sessions = ["lint", "tests", "integration", "build", "bench_smoke"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -27,11 +29,27 @@ RESEARCH_PARAMS = [nox.param(name, id=name) for name in RESEARCH_PACKAGES]
 # Two cores: one torch thread per process, or oversubscription makes everything slower.
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
-# Peer libraries that benchmarks compare against; installed only in the benchmark venv.
+# Peer libraries that benchmarks compare against; installed only in the benchmark venvs.
+# BENCH_PEERS resolve together with the workspace; BENCH_PEERS_NO_DEPS are installed without their
+# own requirements, because they pin something the workspace cannot take (torchattacks 3.5.1 pins
+# requests<2.26) while everything they import at run time is already there.
 BENCH_PEERS: dict[str, list[str]] = {
-    "robust-at": ["torchattacks==3.5.1", "requests>=2.31"],
     "sparse-dst": ["rigl-torch==0.5.2", "torch-pruning>=1.5"],
     "vision-kd": ["torchdistill>=1.1"],
+}
+BENCH_PEERS_NO_DEPS: dict[str, list[str]] = {
+    "robust-at": ["torchattacks==3.5.1"],
+}
+# Seconds each package's GPU checks may take (all together <= 8 minutes on one GPU).
+GPU_BUDGETS_S: dict[str, int] = {
+    "research-systems-core": 20,
+    "llm-sparsity": 90,
+    "robust-at": 75,
+    "vision-kd": 75,
+    "sparse-dst": 60,
+    "gnn-soup": 60,
+    "feature-select": 45,
+    "usv-planner": 5,
 }
 
 
@@ -76,17 +94,9 @@ def integration(session: nox.Session) -> None:
     session.run("pytest", str(ROOT / "integration_tests"), *session.posargs, env=_data_env())
 
 
-@nox.session
-@nox.parametrize("package", PACKAGE_PARAMS)
-def build(session: nox.Session, package: str) -> None:
-    """Build sdist + wheel with --no-sources, install the wheel into a clean venv, import it.
-
-    research-systems-core is not on PyPI yet under this name, so its freshly built wheel stands in for
-    the published release; everything else comes from the registry.
-    """
-    dist = ROOT / "dist" / package
-    shutil.rmtree(dist, ignore_errors=True)
-    session.run("uv", "build", "--package", package, "--no-sources", "--out-dir", str(dist), external=True)
+def _clean_install(session: nox.Session, package: str, dist: pathlib.Path) -> str:
+    """Install the wheel in ``dist`` into a fresh venv with its dependencies from the index; the
+    shared package comes from its freshly built wheel (it is not published yet). Returns python."""
     if package != "research-systems-core":
         session.run(
             "uv", "build", "--package", "research-systems-core", "--no-sources", "--wheel",
@@ -104,26 +114,113 @@ def build(session: nox.Session, package: str) -> None:
         "uv", "pip", "install", "--python", python, "--refresh-package", "research-systems-core",
         "--reinstall-package", "research-systems-core", *deps, str(wheel), external=True,
     )  # fmt: skip
+    return python
+
+
+@nox.session
+@nox.parametrize("package", PACKAGE_PARAMS)
+def build(session: nox.Session, package: str) -> None:
+    """Build sdist + wheel with --no-sources, install the wheel into a clean venv, import it.
+
+    research-systems-core is not on PyPI yet under this name, so its freshly built wheel stands in for
+    the published release; everything else comes from the registry.
+    """
+    dist = ROOT / "dist" / package
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("uv", "build", "--package", package, "--no-sources", "--out-dir", str(dist), external=True)
+    python = _clean_install(session, package, dist)
     module = package.replace("-", "_")
     session.run(
         python, "-c", f"import {module}; print({module}.__name__, {module}.__version__)", external=True
     )
     if package != "research-systems-core":
-        session.run(str(venv / "bin" / package), "--help", external=True, silent=True)
+        session.run(str(pathlib.Path(python).parent / package), "--help", external=True, silent=True)
+
+
+def _install_peers(session: nox.Session, packages: list[str]) -> None:
+    peers = [p for name in packages for p in BENCH_PEERS.get(name, [])]
+    no_deps = [p for name in packages for p in BENCH_PEERS_NO_DEPS.get(name, [])]
+    if peers:
+        session.install(*peers)
+    if no_deps:
+        session.install("--no-deps", *no_deps)
 
 
 @nox.session
 @nox.parametrize("package", RESEARCH_PARAMS)
 def bench(session: nox.Session, package: str) -> None:
-    """Benchmarks, side by side with peer libraries; JSON under results/bench/<package>/."""
+    """Benchmarks, side by side with peer libraries; JSON under results/bench/<package>/.
+
+    Pass ``-- --quick`` for the shorter run, ``-- --smoke`` for tiny sizes."""
     _sync(session, "--package", package, "--all-extras")
-    if BENCH_PEERS.get(package):
-        session.install(*BENCH_PEERS[package])
+    _install_peers(session, [package])
     script = PACKAGES[package] / "benchmarks" / "bench.py"
-    if not script.is_file():
-        session.skip(f"{package} has no benchmarks/bench.py yet")
     out = ROOT / "results" / "bench" / package
     session.run("python", str(script), "--out", str(out), *session.posargs, env=_data_env())
+
+
+@nox.session
+def bench_smoke(session: nox.Session) -> None:
+    """Every package's benchmark in --smoke mode (tiny sizes, peers included), JSON schema checked."""
+    _sync(session, "--all-packages", "--all-extras")
+    _install_peers(session, RESEARCH_PACKAGES)
+    for package in RESEARCH_PACKAGES:
+        out = ROOT / "results" / "bench-smoke" / package
+        shutil.rmtree(out, ignore_errors=True)
+        script = PACKAGES[package] / "benchmarks" / "bench.py"
+        session.run("python", str(script), "--smoke", "--out", str(out), env=_data_env())
+        session.run(
+            "python", "-c",
+            "import sys, pathlib; from research_systems_core.bench import validate_bench_json; "
+            "files = sorted(pathlib.Path(sys.argv[1]).glob('*.json')); "
+            "assert files, f'no bench JSON written in {sys.argv[1]}'; "
+            "[validate_bench_json(f) for f in files]; print(f'{len(files)} bench JSON file(s) valid')",
+            str(out),
+        )  # fmt: skip
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Every package's property-based bad-input tests, with many more examples than in CI."""
+    _sync(session, "--all-packages", "--all-extras")
+    files = [str(f) for name in PACKAGES for f in sorted((PACKAGES[name] / "tests").glob("test_fuzz*.py"))]
+    examples = os.environ.get("FUZZ_EXAMPLES", "300")
+    session.run("pytest", *files, *session.posargs, env={**_data_env(), "FUZZ_EXAMPLES": examples})
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """Every package's benchmarks/gpu_check.py on one CUDA GPU, then results/gpu/summary.md.
+
+    Random or generated data only; no downloads. Without a GPU: one line, exit 0."""
+    if shutil.which("nvidia-smi") is None:
+        session.log("no NVIDIA GPU on this machine (nvidia-smi not found): GPU checks skipped")
+        return
+    _sync(session, "--all-packages", "--all-extras")
+    out = ROOT / "results" / "gpu"
+    budgets = ",".join(f"{name}={GPU_BUDGETS_S.get(name, 60)}" for name in PACKAGES)
+    session.run("python", str(ROOT / "scripts" / "gpu_checks.py"), "--out", str(out), "--budgets", budgets)
+
+
+@nox.session
+@nox.parametrize("package", PACKAGE_PARAMS)
+def release(session: nox.Session, package: str) -> None:
+    """Release checks and artefacts: version bumped since the last <package>-v* tag and in the
+    CHANGELOG, sdist + wheel built with --no-sources, twine check, the wheel installed into a clean
+    venv with its dependencies from the index (the shared package from its fresh wheel), the
+    package's smoke test run there. Prints the tag to push."""
+    tag = session.run("python", str(ROOT / "scripts" / "release_check.py"), package, silent=True)
+    dist = ROOT / "dist" / "release" / package
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("uv", "build", "--package", package, "--no-sources", "--out-dir", str(dist), external=True)
+    session.install("twine>=5")
+    session.run("twine", "check", "--strict", *[str(p) for p in sorted(dist.glob("*"))])
+    python = _clean_install(session, package, dist)
+    session.run("uv", "pip", "install", "--python", python, "pytest>=8", external=True)
+    smoke = PACKAGES[package] / "tests" / "test_smoke.py"
+    session.run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(smoke), external=True,
+                env=_data_env())  # fmt: skip
+    session.log(f"ready: push the tag with  git tag {str(tag).strip()} && git push origin {str(tag).strip()}")
 
 
 @nox.session

@@ -1,0 +1,24 @@
+"""Release smoke test: the installed package imports, reports its version, and its CLI answers
+--help and --version. Run by `nox -s "release(feature-select)"` inside a clean venv holding only the wheel."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from typer.testing import CliRunner
+
+import feature_select
+from feature_select.cli import app
+
+
+def test_version_matches_the_installed_metadata() -> None:
+    assert feature_select.__version__ == importlib.metadata.version("feature-select")
+
+
+def test_cli_answers_help_and_version() -> None:
+    runner = CliRunner()
+    help_result = runner.invoke(app, ["--help"])
+    assert help_result.exit_code == 0 and "Usage" in help_result.output
+    version_result = runner.invoke(app, ["--version"])
+    assert version_result.exit_code == 0
+    assert version_result.output.strip() == f"feature-select {feature_select.__version__}"
