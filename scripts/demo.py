@@ -282,8 +282,34 @@ def build_report(out: pathlib.Path, statuses: dict[str, dict[str, Any]], full: b
             "<div>" + "".join(f"<img src='{html.escape(r)}' alt='{html.escape(r)}'>" for r in rel) + "</div>"
         )
     md.append("")
+    measured = measured_sections(ROOT / "results" / "bench", ROOT / "results" / "gpu")
+    sections.append(measured)
+    h.append(f"<pre>{html.escape(measured)}</pre>")
     h.append("</body></html>")
     return "\n".join(md + sections), "\n".join(h)
+
+
+def measured_sections(bench_dir: pathlib.Path, gpu_dir: pathlib.Path) -> str:
+    """Markdown for what was measured where: benchmark ratios against peers (results/bench) and
+    the GPU checks (results/gpu), each saying plainly when it has no results."""
+    from bench_table import bench_markdown, load_records  # scripts/ is on sys.path when run as a script
+    from gpu_checks import summary_markdown
+
+    records = load_records(bench_dir)
+    parts = ["## Benchmarks against peer libraries", ""]
+    if records:
+        table = bench_markdown(records, PACKAGES).split("\n", 2)[2]  # drop the page title
+        parts.append(f"From `{bench_dir}`.\n\n{table}")
+    else:
+        parts.append(f"No benchmark results in `{bench_dir}`: run `uv run nox -s bench -- --quick` first.\n")
+    parts += ["## GPU checks", ""]
+    if list(gpu_dir.glob("*.json")):
+        parts.append(summary_markdown(gpu_dir).split("\n", 2)[2])
+    else:
+        parts.append(
+            f"No GPU results in `{gpu_dir}`: run `uv run nox -s gpu` on a machine with a CUDA GPU.\n"
+        )
+    return "\n".join(parts)
 
 
 def publish(out: pathlib.Path, target: pathlib.Path) -> None:
