@@ -214,7 +214,8 @@ def release(session: nox.Session, package: str) -> None:
     shutil.rmtree(dist, ignore_errors=True)
     session.run("uv", "build", "--package", package, "--no-sources", "--out-dir", str(dist), external=True)
     session.install("twine>=5")
-    session.run("twine", "check", "--strict", *[str(p) for p in sorted(dist.glob("*"))])
+    artefacts = [str(p) for p in [*dist.glob("*.whl"), *dist.glob("*.tar.gz")]]
+    session.run("twine", "check", "--strict", *artefacts)
     python = _clean_install(session, package, dist)
     session.run("uv", "pip", "install", "--python", python, "pytest>=8", external=True)
     smoke = PACKAGES[package] / "tests" / "test_smoke.py"
