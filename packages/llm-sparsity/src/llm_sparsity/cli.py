@@ -57,18 +57,65 @@ def _task(data_dir: str | None, n_train: int, n_eval: int, source: str = "mawps-
 
 
 MODEL_HELP = "Hugging Face model name or local directory; 'minilm' = the offline all-MiniLM-L6-v2."
+TASK_HELP = "Head to load: causal-lm, masked-lm, sequence-classification, base (default: from the config)."
+
+
+def _check_calib_source(source: str | None) -> None:
+    from llm_sparsity.calibration import DEFAULT_SOURCE, HUB_SOURCES
+
+    if source is None or source in (*HUB_SOURCES, DEFAULT_SOURCE):
+        return
+    if not Path(source).is_file():
+        raise ValueError(
+            f"--calib {source!r} is neither a file nor one of {', '.join((*HUB_SOURCES, DEFAULT_SOURCE))}"
+        )
+
+
+def _emit(result: dict, out_json: Path | None) -> None:
+    import json
+
+    from research_systems_core.results import write_json
+
+    if out_json is not None:
+        write_json(out_json, result)
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 @app.command()
 def prune(
-    out: Path = typer.Option(..., "--out", help="Directory for the pruned model (safetensors) and mask."),
-    model: str = typer.Option("minilm", "--model", help=MODEL_HELP),
+    model_arg: str = typer.Argument(None, metavar="MODEL", help=MODEL_HELP),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory for the pruned model (safetensors), mask and result JSON."
+    ),
+    model: str = typer.Option(None, "--model", help="Same as the MODEL argument (kept for older scripts)."),
+    method: str = typer.Option("magnitude", "--method", help="magnitude, random, snip, wanda or sparsegpt."),
     sparsity: float = typer.Option(
         0.5, "--sparsity", help="Fraction of targeted weights to prune, in [0, 1)."
     ),
-    method: str = typer.Option("magnitude", "--method", help="Score: magnitude, random, snip, wanda."),
-    allocation: str = typer.Option("global", "--allocation", help="global, layer, row or nm."),
-    nm: str = typer.Option(None, "--nm", help="N:M pattern for --allocation nm, e.g. 2:4 (keep 2 of 4)."),
+    nm: str = typer.Option(
+        None, "--nm", help="N:M pattern, e.g. 2:4 (keep 2 of every 4); overrides --sparsity."
+    ),
+    allocation: str = typer.Option(
+        "global", "--allocation", help="magnitude/random/snip: global, layer, row (nm: same as --nm)."
+    ),
+    calib: str = typer.Option(
+        None,
+        "--calib",
+        help="Calibration text: a .txt/.jsonl/.csv file, c4, wikitext2 or word-problems (default).",
+    ),
+    text_column: str = typer.Option(
+        "text", "--text-column", help="Text column of a JSONL/CSV calibration file."
+    ),
+    n_samples: int = typer.Option(128, "--n-samples", help="Calibration windows."),
+    seq_len: int = typer.Option(
+        None, "--seq-len", help="Tokens per calibration window (default min(2048, context))."
+    ),
+    task: str = typer.Option(None, "--task", help=TASK_HELP),
+    tokenizer: str = typer.Option(
+        None, "--tokenizer", help="Tokenizer hub id or directory (default: the model's)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp32 on CPU, bf16 on GPU), bf16, fp16, fp32."),
     preset: str = typer.Option("essential", "--preset", help="Targets: essential, junk_dna, all_linear."),
     pattern: list[str] = typer.Option(
         [], "--pattern", help="Extra regex over parameter names to prune (repeatable)."
@@ -76,59 +123,166 @@ def prune(
     include_embeddings: bool = typer.Option(False, "--include-embeddings", help="Also prune embeddings."),
     include_head: bool = typer.Option(False, "--include-head", help="Also prune the task head."),
     data_dir: str = typer.Option(
-        None, "--data-dir", help="Data directory (for wanda/snip calibration text)."
+        None, "--data-dir", help="Data directory (the default word-problem calibration)."
     ),
-    calibration: int = typer.Option(
-        64, "--calibration-samples", help="Word problems used as calibration text."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed (random scores, calibration sample)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (calibration sample, random scores)."),
 ) -> None:
-    """One-shot pruning of a pre-trained model; saves it as safetensors together with its mask."""
+    """Prune a model (with its head) and save it as safetensors with its mask; prints a JSON result."""
+    import time
+
     import torch
 
-    from llm_sparsity.models import load_pretrained, tokenize
-    from llm_sparsity.pruning import prune as prune_model
+    from llm_sparsity.calibration import load_calibration
+    from llm_sparsity.evaluation import context_length
+    from llm_sparsity.llm import PruneSpec, prune_llm
+    from llm_sparsity.models import check_dtype, check_task, load_model
     from llm_sparsity.saving import save_pruned
-    from llm_sparsity.targets import select_targets
+    from llm_sparsity.targets import PRESETS, select_targets
+    from research_systems_core.torch_utils import resolve_device
+    from research_systems_core.validation import check_choice, check_int
 
-    _setup_torch()
-    try:
-        net, tokenizer = load_pretrained(model)
-        targets = select_targets(
-            net, preset, patterns=pattern, include_embeddings=include_embeddings, include_head=include_head
-        )
-        kwargs = {"generator": torch.Generator().manual_seed(seed)}
-        if method in ("wanda", "snip"):
-            task = _task(data_dir, calibration, 2)
-            batches = tokenize(
-                tokenizer, [f"{p.body} {p.question}" for p in task.train], batch_size=16
-            ).batches
-            kwargs["calibration"] = batches
-            if method == "snip":  # masked-LM-free proxy loss: mean squared hidden state
-                kwargs["loss_fn"] = lambda m, b: m(**b).last_hidden_state.pow(2).mean()
-        masks = prune_model(
-            net, targets, None if allocation == "nm" else sparsity, method, allocation, nm=nm, **kwargs
-        )
-        save_pruned(
-            net,
-            masks,
-            out,
-            tokenizer,
-            meta={
-                "model": model,
-                "method": method,
-                "allocation": allocation,
-                "nm": nm,
-                "preset": preset,
-                "seed": seed,
-            },
-        )
-    except (ValueError, OSError, KeyError) as exc:
-        _fail(exc)
-    typer.echo(
-        f"pruned {masks.n_total - masks.n_active} of {masks.n_total} weights "
-        f"(sparsity {masks.sparsity():.4f}) -> {out}"
+    if model_arg and model and model_arg != model:
+        raise ValueError(f"MODEL {model_arg!r} and --model {model!r} disagree; give one")
+    name = model_arg or model or "minilm"
+    spec = PruneSpec(
+        method, None if nm else sparsity, nm, "row" if allocation == "nm" and not nm else allocation
     )
+    check_task(task)
+    check_dtype(dtype)
+    check_choice("--preset", preset, PRESETS)
+    check_int("--n-samples", n_samples, minimum=1)
+    if seq_len is not None:
+        check_int("--seq-len", seq_len, minimum=2)
+    if spec.needs_calibration:
+        _check_calib_source(calib)
+    dev = resolve_device(device)
+    _setup_torch()
+    t0 = time.perf_counter()
+    net, tok = load_model(
+        name,
+        task,
+        device=dev,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        offload=spec.method in ("wanda", "sparsegpt"),
+    )
+    targets = select_targets(
+        net, preset, patterns=pattern, include_embeddings=include_embeddings, include_head=include_head
+    )
+    calibration = None
+    if spec.needs_calibration:
+        length = seq_len or min(2048, context_length(net))
+        calibration = load_calibration(
+            calib,
+            tok,
+            n_samples=n_samples,
+            seq_len=length,
+            seed=seed,
+            text_column=text_column,
+            data_dir=data_dir,
+        )
+    masks = prune_llm(
+        net, targets, spec, calibration=calibration, tokenizer=tok, device=dev, seed=seed, progress=True
+    )
+    meta = {
+        "model": name,
+        "method": method,
+        "sparsity_asked": None if nm else sparsity,
+        "nm": nm,
+        "allocation": allocation,
+        "preset": preset,
+        "seed": seed,
+        "calib": calib,
+        "n_samples": n_samples if calibration is not None else 0,
+        "seq_len": int(calibration.shape[1]) if calibration is not None else None,
+        "device": str(dev),
+        "dtype": str(next(net.parameters()).dtype).replace("torch.", ""),
+    }
+    save_pruned(net.to(torch.device("cpu")), masks, out, tok, meta=meta)
+    result = {
+        **meta,
+        "out": str(out),
+        "pruned": masks.n_total - masks.n_active,
+        "targeted": masks.n_total,
+        "sparsity": masks.sparsity(),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    _emit(result, out / "prune_result.json")
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Argument(
+        ..., metavar="MODEL_OR_DIR", help=MODEL_HELP + " A directory written by prune works."
+    ),
+    ppl: str = typer.Option(None, "--ppl", help="Perplexity text: a .txt/.jsonl/.csv file, wikitext2 or c4."),
+    mc: Path = typer.Option(
+        None, "--mc", help="Multiple-choice JSONL/CSV (context, choices, label columns)."
+    ),
+    lm_eval_tasks: str = typer.Option(
+        None, "--lm-eval-tasks", help="Comma-separated lm-evaluation-harness tasks."
+    ),
+    seq_len: int = typer.Option(None, "--seq-len", help="Perplexity window (default: the model's context)."),
+    max_windows: int = typer.Option(
+        None, "--max-windows", help="Score at most this many perplexity windows."
+    ),
+    text_column: str = typer.Option("text", "--text-column", help="Text column of a JSONL/CSV --ppl file."),
+    context_column: str = typer.Option(
+        "question", "--context-column", help="Context column of the --mc file."
+    ),
+    choices_column: str = typer.Option(
+        "choices", "--choices-column", help="Choices column of the --mc file."
+    ),
+    label_column: str = typer.Option("label", "--label-column", help="Label column of the --mc file."),
+    limit: int = typer.Option(None, "--limit", help="lm-eval: examples per task."),
+    task: str = typer.Option(None, "--task", help=TASK_HELP),
+    tokenizer: str = typer.Option(
+        None, "--tokenizer", help="Tokenizer hub id or directory (default: the model's)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16, fp32."),
+    out_json: Path = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory."),
+) -> None:
+    """Perplexity, log-likelihood multiple choice and lm-eval tasks of a (pruned) model; JSON result."""
+    from llm_sparsity.calibration import HUB_SOURCES, load_eval_text
+    from llm_sparsity.evaluation import mc_accuracy, perplexity, read_mc_file, run_lm_eval
+    from llm_sparsity.models import check_dtype, check_task, load_model
+    from research_systems_core.torch_utils import resolve_device
+    from research_systems_core.validation import check_int
+
+    if ppl is None and mc is None and not lm_eval_tasks:
+        raise ValueError("nothing to evaluate: give --ppl, --mc and/or --lm-eval-tasks")
+    if ppl is not None and ppl not in HUB_SOURCES and not Path(ppl).is_file():
+        raise ValueError(f"--ppl {ppl!r} is neither a file nor one of {', '.join(HUB_SOURCES)}")
+    if mc is not None and not mc.is_file():
+        raise FileNotFoundError(f"--mc file {mc} does not exist")
+    for opt, value in (("--seq-len", seq_len), ("--max-windows", max_windows), ("--limit", limit)):
+        if value is not None:
+            check_int(opt, value, minimum=2 if opt == "--seq-len" else 1)
+    check_task(task)
+    check_dtype(dtype)
+    dev = resolve_device(device)
+    examples = (
+        read_mc_file(
+            mc, context_column=context_column, choices_column=choices_column, label_column=label_column
+        )
+        if mc is not None
+        else None
+    )
+    _setup_torch()
+    net, tok = load_model(model, task, device=dev, dtype=dtype, tokenizer=tokenizer)
+    result: dict = {"model": model, "device": str(dev)}
+    if ppl is not None:
+        text = load_eval_text(ppl, text_column=text_column, data_dir=data_dir)
+        result["perplexity"] = perplexity(
+            net, tok, text, seq_len=seq_len, max_windows=max_windows, progress=True
+        )
+    if examples is not None:
+        result["multiple_choice"] = mc_accuracy(net, tok, examples, progress=True)
+    if lm_eval_tasks:
+        result["lm_eval"] = run_lm_eval(net, tok, _names(lm_eval_tasks, "--lm-eval-tasks"), limit=limit)
+    _emit(result, out_json)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,10 +111,8 @@ def capture_block_inputs(
     try:
         for start in range(0, calibration.shape[0], batch_size):
             ids = calibration[start : start + batch_size].to(device)
-            try:
+            with suppress(_StopForward):
                 model(input_ids=ids)
-            except _StopForward:
-                pass
     finally:
         handle.remove()
     if len(store.hidden) != -(-calibration.shape[0] // batch_size):
