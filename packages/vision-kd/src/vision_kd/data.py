@@ -1,79 +1,76 @@
-"""Image data sets as in-memory tensors: MNIST, far-apart digit pairs, sklearn digits, CIFAR, folders.
+"""Data for every command: the shared image stack plus the generated global-context tasks.
 
-Everything returns an :class:`ImageData` (float images N x C x H x W, normalised, int64 labels).
-Small data sets stay in memory so a training step is a tensor slice, not a DataLoader round trip.
+- Real data sets go through :func:`research_systems_core.vision.load_image_dataset`: ``mnist``,
+  ``cifar10``/``cifar100`` (32 px, random crop with padding 4 + flip), ``svhn``, ``tiny-imagenet``,
+  ``imagenet`` and ``folder:PATH`` (ImageNet-style folders streamed from disk at 224 px with
+  RandomResizedCrop + flip for training, resize + centre crop for evaluation). Mixup/cutmix and
+  label smoothing are applied per batch in the training loop (timm's ``Mixup``).
+- Generated tasks (kept in memory, they are small): ``mnist-cue`` (a cue in the middle of a
+  32 x 64 canvas says which of two far-apart MNIST digits is the label), ``mnist-far`` (the same on
+  a 32 x 96 canvas: the cue and the digits are ~40 px apart) and ``digits`` (scikit-learn's 8x8
+  digits, for fast tests).
 
-The *cued-pair* task ("mnist-cue") is the global-context task of the reproduction: two MNIST
-digits sit at the two ends of a 32 x 64 canvas and a small bar in the middle says which of them
-is the label (horizontal: left, vertical: right). A network whose features are local and then
-globally averaged sees ``f(left) + f(cue) + f(right)``: it can find the two candidate digits but
-cannot tie the cue to one of them, so it is capped near 50%; it needs units whose receptive field
-spans the cue and a digit (20-30 pixels apart).
+Every data set yields images in [0, 1] (the shared stack's convention) with its ``mean``/``std``;
+vision-kd normalises inside the training/evaluation step (:class:`Normalize`), so student and
+teacher stay plain timm models whose feature taps (``forward_intermediates``) keep working.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
 
-from research_systems_core.data import DatasetNotFoundError, load_mnist, require_path
-from research_systems_core.validation import check_choice, check_int
+from research_systems_core.data import load_mnist, resolve_data_dir
+from research_systems_core.validation import check_int
+from research_systems_core.vision import ImageDataset, load_image_dataset
 
-__all__ = ["DATASETS", "ImageData", "load_dataset", "make_cued_pairs"]
+__all__ = ["GENERATED", "IndexedDataset", "TensorImages", "describe_datasets", "load_data", "make_cued_pairs"]
 
-DATASETS = ("mnist", "mnist-cue", "digits", "cifar10", "cifar100", "folder")
+GENERATED = {"mnist-cue": (32, 64), "mnist-far": (32, 96), "digits": (8, 8)}
+DATASET_HELP = (
+    "mnist-cue / mnist-far (generated global-context tasks), digits, mnist, cifar10, cifar100, svhn, "
+    "tiny-imagenet, imagenet or folder:PATH (ImageNet-style train/ and val/)"
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageData:
-    """Images (float32, N x C x H x W) and int64 labels, plus the class count."""
+def describe_datasets() -> str:
+    return DATASET_HELP
 
-    images: torch.Tensor
-    labels: torch.Tensor
-    num_classes: int
-    name: str = ""
 
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4:
-            raise ValueError(f"images must be N x C x H x W, got shape {tuple(self.images.shape)}")
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+class TensorImages(Dataset):
+    """In-memory images (N x C x H x W in [0, 1]) and int64 labels as a torch Dataset."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(
+                f"need N x C x H x W images and N labels, got {tuple(images.shape)} / {len(labels)}"
+            )
+        self.images, self.labels = images, labels.long()
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
-    def in_chans(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return int(self.images.shape[2]), int(self.images.shape[3])
-
-    def subset(self, n: int | None, seed: int = 0) -> ImageData:
-        """A random subset of ``n`` examples (all of them when ``n`` is None or too large)."""
-        if n is None or n >= len(self):
-            return self
-        check_int("n", n, minimum=1)
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageData(self.images[idx], self.labels[idx], self.num_classes, self.name)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
 
 
-_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+class IndexedDataset(Dataset):
+    """Yields ``(image, label, index)``: the key under which cached teacher outputs are stored."""
 
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
 
-def _normalise(
-    images: torch.Tensor, mean: tuple[float, ...] = (0.5,), std: tuple[float, ...] = (0.5,)
-) -> torch.Tensor:
-    """(images - mean) / std per channel with fixed constants (the same for train and test)."""
-    m = torch.tensor(mean).reshape(1, -1, 1, 1)
-    s = torch.tensor(std).reshape(1, -1, 1, 1)
-    return (images - m) / s
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = self.base[i]
+        return x, torch.as_tensor(y).long(), i
 
 
 def make_cued_pairs(
@@ -90,7 +87,9 @@ def make_cued_pairs(
     Digits are resized to ``digit_size`` (area interpolation), jittered by up to ``margin`` pixels
     horizontally and freely vertically. The cue is a bar of 8 x 2 pixels at the canvas centre
     (jittered by up to 2 pixels): horizontal = "the label is the left digit", vertical = "the right
-    digit". Returns (float images n x 1 x H x W in [0, 1], int64 labels).
+    digit". A network whose features stay local and are then averaged sees f(left) + f(cue) +
+    f(right): it finds both candidate digits but cannot tie the cue to one of them. Returns (float
+    images n x 1 x H x W in [0, 1], int64 labels).
     """
     check_int("n", n, minimum=1)
     h, w = canvas
@@ -100,16 +99,13 @@ def make_cued_pairs(
         )
     rng = np.random.default_rng(seed)
     small = F.interpolate(torch.from_numpy(images).float()[:, None] / 255.0, size=digit_size, mode="area")
-    left = rng.integers(0, len(labels), n)
-    right = rng.integers(0, len(labels), n)
+    left, right = rng.integers(0, len(labels), n), rng.integers(0, len(labels), n)
     use_right = rng.integers(0, 2, n).astype(bool)
     out = torch.zeros(n, 1, h, w)
     xl = rng.integers(0, margin + 1, n)
     xr = rng.integers(w - digit_size - margin, w - digit_size + 1, n)
-    yl = rng.integers(0, h - digit_size + 1, n)
-    yr = rng.integers(0, h - digit_size + 1, n)
-    cx = w // 2 - 4 + rng.integers(-2, 3, n)
-    cy = h // 2 - 4 + rng.integers(-2, 3, n)
+    yl, yr = rng.integers(0, h - digit_size + 1, n), rng.integers(0, h - digit_size + 1, n)
+    cx, cy = w // 2 - 4 + rng.integers(-2, 3, n), h // 2 - 4 + rng.integers(-2, 3, n)
     for i in range(n):
         out[i, 0, yl[i] : yl[i] + digit_size, xl[i] : xl[i] + digit_size] = small[left[i], 0]
         out[i, 0, yr[i] : yr[i] + digit_size, xr[i] : xr[i] + digit_size] = small[right[i], 0]
@@ -121,80 +117,66 @@ def make_cued_pairs(
     return out, target
 
 
-def load_dataset(
-    name: str,
-    data_dir: str | os.PathLike[str],
-    train: bool = True,
-    n: int | None = None,
-    seed: int = 0,
-    download: bool = False,
-) -> ImageData:
-    """Load a data set by name (see :data:`DATASETS`) as normalised in-memory tensors.
-
-    ``n`` limits the number of examples (for "mnist-cue" it is the number of canvases built,
-    default 10000 train / 2000 test). ``download`` lets torchvision fetch CIFAR for users online.
-    For "folder", ``data_dir`` is an ImageFolder root with ``train/`` and ``val/``.
-    """
-    check_choice("dataset", name, DATASETS)
-    data_dir = pathlib.Path(data_dir)
-    if name == "mnist":
-        x, y = load_mnist(data_dir, train=train)
-        images = torch.from_numpy(x).float()[:, None] / 255.0
-        data = ImageData(_normalise(images, (0.1307,), (0.3081,)), torch.from_numpy(y), 10, name)
-        return data.subset(n, seed)
-    if name == "mnist-cue":
-        x, y = load_mnist(data_dir, train=train)
-        count = n if n is not None else (10000 if train else 2000)
-        images, labels = make_cued_pairs(x, y, count, seed=seed + (0 if train else 10_000))
-        return ImageData(_normalise(images), labels, 10, name)
+def _generated(name: str, root: pathlib.Path, n_train: int | None, n_test: int | None) -> ImageDataset:
     if name == "digits":
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         order = np.random.default_rng(0).permutation(len(bunch.target))
         cut = int(0.8 * len(order))
-        idx = order[:cut] if train else order[cut:]
-        images = torch.from_numpy(bunch.images[idx]).float()[:, None] / 16.0
-        data = ImageData(_normalise(images), torch.from_numpy(bunch.target[idx]).long(), 10, name)
-        return data.subset(n, seed)
-    if name in ("cifar10", "cifar100"):
-        from torchvision import datasets
+        x = torch.from_numpy(bunch.images[order]).float()[:, None] / 16.0
+        y = torch.from_numpy(bunch.target[order]).long()
+        train, val = TensorImages(x[:cut], y[:cut]), TensorImages(x[cut:], y[cut:])
+        return ImageDataset(train, val, 10, 1, 8, (0.5,), (0.5,), name, tuple("0123456789"))
+    canvas = GENERATED[name]
+    splits = []
+    for train_split, count, offset in ((True, n_train or 10000, 0), (False, n_test or 2000, 10_000)):
+        xs, ys = load_mnist(root, train=train_split)
+        splits.append(TensorImages(*make_cued_pairs(xs, ys, count, seed=offset, canvas=canvas)))
+    return ImageDataset(splits[0], splits[1], 10, 1, canvas[0], (0.5,), (0.5,), name, tuple("0123456789"))
 
-        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        try:
-            ds = cls(root=str(data_dir), train=train, download=download)
-        except RuntimeError as err:
-            raise DatasetNotFoundError(
-                f"{name} not found in {data_dir}; pass --download (needs internet) or point --data-dir at "
-                f"a folder holding torchvision's cifar-10-batches-py / cifar-100-python ({err})"
-            ) from err
-        images = torch.from_numpy(np.asarray(ds.data)).float().permute(0, 3, 1, 2) / 255.0
-        data = ImageData(
-            _normalise(images, _CIFAR_MEAN, _CIFAR_STD),
-            torch.as_tensor(ds.targets).long(),
-            len(ds.classes),
-            name,
-        )
-        return data.subset(n, seed)
-    # ImageNet-style folder: <data_dir>/train/<class>/*.jpg, <data_dir>/val/<class>/*.jpg
-    from torchvision import datasets, transforms
 
-    root = require_path(
-        data_dir, "train" if train else "val", "expected an ImageFolder root with train/ and val/"
+def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    size = len(ds)  # type: ignore[arg-type]
+    if n is None or n >= size:
+        return ds
+    idx = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    return Subset(ds, idx)
+
+
+def load_data(
+    spec: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    image_size: int | None = None,
+    augment: bool = True,
+    download: bool = False,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+) -> ImageDataset:
+    """A data set by spec (see the module docstring) with optional seeded train/test subsets.
+
+    For the generated tasks ``n_train``/``n_test`` are the number of canvases built (default
+    10000/2000); for the others they take a random subset (all when None).
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"dataset must be a non-empty string ({DATASET_HELP}), got {spec!r}")
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None:
+            check_int(name, n, minimum=1)
+    if spec in GENERATED:
+        return _generated(spec, resolve_data_dir(data_dir), n_train, n_test)
+    ds = load_image_dataset(
+        spec, data_dir=data_dir, image_size=image_size, augment=augment, download=download
     )
-    ds = datasets.ImageFolder(
-        str(root),
-        transform=transforms.Compose(
-            [transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor()]
-        ),
-    )
-    indices = (
-        range(len(ds))
-        if n is None
-        else torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    )
-    images = torch.stack([ds[i][0] for i in indices])
-    labels = torch.tensor([ds.targets[i] for i in indices]).long()
-    return ImageData(
-        _normalise(images, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), labels, len(ds.classes), name
-    )
+    if n_train is None and n_test is None:
+        return ds
+    return ImageDataset(_subset(ds.train, n_train, seed), _subset(ds.val, n_test, seed + 1), ds.num_classes,
+                        ds.in_chans, ds.image_size, ds.mean, ds.std, ds.name, ds.classes)  # fmt: skip
+
+
+def input_shape(data: ImageDataset) -> tuple[int, int, int]:
+    """(C, H, W) of the data set's images (read from the first validation image)."""
+    x = data.val[0][0]
+    return int(x.shape[0]), int(x.shape[1]), int(x.shape[2])

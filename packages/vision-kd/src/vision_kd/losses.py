@@ -7,12 +7,16 @@ losses (``fd``, ``mgd``) own a learned projector and need the tapped feature map
 Conventions (documented because peers differ):
 
 - ``kd``: ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)`` with
-  ``batchmean`` KL, as the reference's ``loss_kd``. ``alpha`` weighs the *distillation* term
-  (torchdistill's ``KDLoss`` uses ``alpha`` for the hard-label term: our alpha = 1 - theirs).
-- ``nkd``: normalized KD (Yang et al. 2023): ``-mean(p_t[y] * log p_s[y]) - gamma * T^2 *
-  mean(sum_{k != y} q_t[k] log q_s[k])`` where ``q`` are the softmaxes over the non-target
-  classes at temperature T. The reference constructs its NKD loss with the default T=1 whatever
-  ``--T`` says; here ``temperature`` is honoured (default 1, which matches the reference).
+  ``batchmean`` KL, exactly the reference's ``loss_kd`` with its defaults ``--alpha 0.1 --T 1``
+  (``alpha`` weighs the *distillation* term; torchdistill's ``KDLoss`` puts alpha on the hard-label
+  term: our alpha = 1 - theirs).
+- ``nkd``: normalized KD (Yang et al. 2023, official yzd-v/cls_KD ``NKDLoss``, T=1, gamma=1.5)
+  added to the student's cross-entropy as in the official distiller: ``CE(s, y) - mean(p_t[y] log
+  p_s[y]) - gamma * T^2 * mean(sum_{k != y} q_t[k] log q_s[k])`` where ``q`` are the softmaxes over
+  the non-target classes at temperature T. ``include_ce=False`` drops the CE term (what the SLaK
+  reference's ``engine_kd.py`` does, with gamma 1). Mixup targets use their arg-max class, as
+  both references do.
+- Every label term takes class indices (optionally ``label_smoothing``) or soft mixup targets.
 - ``fd``: label loss (CE, or KD with ``logit_loss="kd"``) + ``weight * d(proj(s), t)`` with a 1x1
   conv projector, resizing of the student map to the teacher's size (average pooling or bilinear), and ``d`` the
   smooth-L1 (beta 2, the reference's default) or MSE; ``target_norm`` normalises the teacher map
@@ -33,6 +37,7 @@ from research_systems_core.validation import check_int, check_positive, check_ra
 
 __all__ = [
     "LOSSES",
+    "LOSS_DEFAULTS",
     "DistillLoss",
     "FeatureDistillLoss",
     "KDLoss",
@@ -41,9 +46,30 @@ __all__ = [
     "create_loss",
     "kd_loss",
     "match_feature",
+    "soft_or_hard_ce",
 ]
 
 LOSSES = Registry("distillation loss")
+
+# loss -> (paper / reference default, this package's default); the README table is built from it.
+LOSS_DEFAULTS = {
+    "kd": ("SLaK main_KD.py: alpha 0.1 on the KL term, T 1", "alpha 0.1, T 1"),
+    "nkd": ("official NKD (cls_KD): T 1, gamma 1.5, plus the student CE", "T 1, gamma 1.5, include_ce"),
+    "fd": ("SLaK: smooth-L1 (beta 2) x lr_fd 1.0 + CE", "smooth-L1 beta 2, weight 1.0, + CE"),
+    "mgd": ("MGD: alpha_mgd 7e-5, lambda_mgd 0.5, channel mask", "alpha_mgd 7e-5, lambda_mgd 0.5, channel"),
+}
+
+
+def soft_or_hard_ce(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy with class-index targets (optionally smoothed) or soft (mixup) targets."""
+    if target.ndim == 2:
+        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    """Class indices of (possibly soft) targets."""
+    return target.argmax(dim=1) if target.ndim == 2 else target
 
 
 def kd_loss(
@@ -52,6 +78,7 @@ def kd_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """``alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE`` (KL averaged over the batch)."""
     t = temperature
@@ -61,7 +88,7 @@ def kd_loss(
         reduction="batchmean",
         log_target=True,
     )
-    return alpha * t * t * kl + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+    return alpha * t * t * kl + (1.0 - alpha) * soft_or_hard_ce(student_logits, labels, label_smoothing)
 
 
 class DistillLoss(nn.Module):
@@ -83,24 +110,42 @@ class DistillLoss(nn.Module):
 class KDLoss(DistillLoss):
     """Hinton's logit distillation (see the module docstring for the alpha convention)."""
 
-    def __init__(self, temperature: float = 3.0, alpha: float = 0.9) -> None:
+    def __init__(self, temperature: float = 1.0, alpha: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.alpha = check_range("alpha", alpha, 0.0, 1.0)
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
 
     def forward(self, student_logits, teacher_logits, labels, student_feat=None, teacher_feat=None):
-        return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
+        return kd_loss(
+            student_logits, teacher_logits, labels, self.temperature, self.alpha, self.label_smoothing
+        )
 
 
 class NKDLoss(DistillLoss):
     """Normalized KD: target-class soft CE plus normalized non-target distribution matching."""
 
-    def __init__(self, temperature: float = 1.0, gamma: float = 1.0) -> None:
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        gamma: float = 1.5,
+        include_ce: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.gamma = check_positive("gamma", gamma, strict=False)
+        if not isinstance(include_ce, bool):
+            raise TypeError(f"include_ce must be True or False, got {include_ce!r}")
+        self.include_ce = include_ce
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
 
     def forward(self, student_logits, teacher_logits, labels, student_feat=None, teacher_feat=None):
+        ce = soft_or_hard_ce(student_logits, labels, self.label_smoothing) if self.include_ce else 0.0
+        return ce + self.nkd_term(student_logits, teacher_logits, hard_labels(labels))
+
+    def nkd_term(self, student_logits, teacher_logits, labels):
+        """The NKD loss alone (the official ``NKDLoss.forward``)."""
         target = labels.view(-1, 1)
         log_p_s = F.log_softmax(student_logits, dim=1)
         p_t = F.softmax(teacher_logits, dim=1)
@@ -139,8 +184,9 @@ class _FeatureLoss(DistillLoss):
     uses_features = True
 
     def __init__(
-        self, student_channels: int, teacher_channels: int, logit_loss: str, temperature: float, alpha: float
-    ):
+        self, student_channels: int, teacher_channels: int, logit_loss: str, temperature: float, alpha: float,
+        label_smoothing: float = 0.0,
+    ):  # fmt: skip
         super().__init__()
         self.student_channels = check_int("student_channels", student_channels, minimum=1)
         self.teacher_channels = check_int("teacher_channels", teacher_channels, minimum=1)
@@ -149,6 +195,7 @@ class _FeatureLoss(DistillLoss):
         self.logit_loss = logit_loss
         self.temperature = check_positive("temperature", temperature)
         self.alpha = check_range("alpha", alpha, 0.0, 1.0)
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
 
     def _check(self, student_feat: torch.Tensor | None, teacher_feat: torch.Tensor | None) -> None:
         if student_feat is None or teacher_feat is None:
@@ -165,8 +212,10 @@ class _FeatureLoss(DistillLoss):
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         if self.logit_loss == "kd":
-            return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
-        return F.cross_entropy(student_logits, labels)
+            return kd_loss(
+                student_logits, teacher_logits, labels, self.temperature, self.alpha, self.label_smoothing
+            )
+        return soft_or_hard_ce(student_logits, labels, self.label_smoothing)
 
 
 class FeatureDistillLoss(_FeatureLoss):
@@ -180,10 +229,11 @@ class FeatureDistillLoss(_FeatureLoss):
         weight: float = 1.0,
         target_norm: bool = False,
         logit_loss: str = "ce",
-        temperature: float = 3.0,
-        alpha: float = 0.9,
+        temperature: float = 1.0,
+        alpha: float = 0.1,
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(student_channels, teacher_channels, logit_loss, temperature, alpha)
+        super().__init__(student_channels, teacher_channels, logit_loss, temperature, alpha, label_smoothing)
         if distance not in ("smooth_l1", "mse"):
             raise ValueError(f"distance must be 'smooth_l1' or 'mse', got {distance!r}")
         self.distance = distance
@@ -217,10 +267,11 @@ class MGDLoss(_FeatureLoss):
         lambda_mgd: float = 0.5,
         mask: str = "channel",
         logit_loss: str = "ce",
-        temperature: float = 3.0,
-        alpha: float = 0.9,
+        temperature: float = 1.0,
+        alpha: float = 0.1,
+        label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(student_channels, teacher_channels, logit_loss, temperature, alpha)
+        super().__init__(student_channels, teacher_channels, logit_loss, temperature, alpha, label_smoothing)
         self.alpha_mgd = check_positive("alpha_mgd", alpha_mgd, strict=False)
         self.lambda_mgd = check_range("lambda_mgd", lambda_mgd, 0.0, 1.0, high_inclusive=False)
         if mask not in ("channel", "spatial"):
@@ -249,25 +300,29 @@ class MGDLoss(_FeatureLoss):
 class CELoss(DistillLoss):
     """Plain cross-entropy (the student trained from scratch; the teacher is ignored)."""
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
+
     def forward(self, student_logits, teacher_logits, labels, student_feat=None, teacher_feat=None):
-        return F.cross_entropy(student_logits, labels)
+        return soft_or_hard_ce(student_logits, labels, self.label_smoothing)
 
 
 @LOSSES.register("none")
-def _ce(**kwargs: object) -> CELoss:
-    if kwargs:
-        raise TypeError(f"loss 'none' takes no options, got {sorted(kwargs)}")
-    return CELoss()
+def _ce(label_smoothing: float = 0.0) -> CELoss:
+    return CELoss(label_smoothing)
 
 
 @LOSSES.register("kd")
-def _kd(temperature: float = 3.0, alpha: float = 0.9) -> KDLoss:
-    return KDLoss(temperature, alpha)
+def _kd(temperature: float = 1.0, alpha: float = 0.1, label_smoothing: float = 0.0) -> KDLoss:
+    return KDLoss(temperature, alpha, label_smoothing)
 
 
 @LOSSES.register("nkd")
-def _nkd(temperature: float = 1.0, gamma: float = 1.0) -> NKDLoss:
-    return NKDLoss(temperature, gamma)
+def _nkd(
+    temperature: float = 1.0, gamma: float = 1.5, include_ce: bool = True, label_smoothing: float = 0.0
+) -> NKDLoss:
+    return NKDLoss(temperature, gamma, include_ce, label_smoothing)
 
 
 @LOSSES.register("fd")

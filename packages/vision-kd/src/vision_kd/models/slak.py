@@ -11,11 +11,11 @@ unchanged (in eval mode) and inference runs a single convolution. The reference'
 ``merge_kernel`` only handles the undecomposed case and pads the rectangular branches with
 ``K // 2`` on both axes (changing the output size with ``nn.Conv2d``); both are fixed here.
 
-"Sparse groups": SLaK trains the large kernels sparse (each channel its own sparse pattern) and
-widens the network by ``width_factor`` to spend the saved parameters. The reference adapts the
-sparse pattern during training (prune-and-regrow every 100 steps). Here ``kernel_sparsity`` gives
-a *static* random per-channel mask (a buffer, applied in the forward pass and in the merged
-kernel); dynamic prune-and-regrow is left out.
+Sparsity: SLaK trains sparse (40% of every 2-D/4-D weight zero, SNIP layer densities, magnitude
+prune + random regrowth during training) and widens the network by ``width_factor`` 1.3 to spend
+the saved parameters. The model itself is dense; :mod:`vision_kd.sparse` applies and adapts the
+masks during training (``vision-kd train-teacher --sparsity 0.4``), so pruned weights are exact
+zeros in the parameters and re-parameterisation stays exact.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 
 from research_systems_core.validation import check_int, check_range
 
-__all__ = ["LargeKernelConv", "SLaK", "SLaKBlock", "reparameterize_model"]
+__all__ = ["SLAK_SPARSITY", "LargeKernelConv", "SLaK", "SLaKBlock", "reparameterize_model"]
 
 
 def _fuse_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,33 +51,18 @@ def _pad_to(kernel: torch.Tensor, size: int) -> torch.Tensor:
 class _ConvBN(nn.Module):
     """Depthwise bias-free conv (kh x kw, 'same' padding) followed by BatchNorm."""
 
-    def __init__(self, channels: int, kernel: tuple[int, int], mask: torch.Tensor | None = None) -> None:
+    def __init__(self, channels: int, kernel: tuple[int, int]) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
             channels, channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2), groups=channels, bias=False
         )
         self.bn = nn.BatchNorm2d(channels)
-        if mask is not None:
-            self.register_buffer("mask", mask)
-        else:
-            self.mask = None
 
     def weight(self) -> torch.Tensor:
-        return self.conv.weight if self.mask is None else self.conv.weight * self.mask
+        return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(F.conv2d(x, self.weight(), None, 1, self.conv.padding, 1, self.conv.groups))
-
-
-def _random_mask(shape: Sequence[int], sparsity: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Per-channel random mask keeping round((1 - sparsity) * k_h * k_w) entries of every channel."""
-    channels, per_channel = shape[0], int(torch.tensor(shape[1:]).prod())
-    keep = max(1, round((1.0 - sparsity) * per_channel))
-    scores = torch.rand(channels, per_channel, generator=generator)
-    order = scores.argsort(dim=1)
-    mask = torch.zeros(channels, per_channel)
-    mask.scatter_(1, order[:, :keep], 1.0)
-    return mask.reshape(shape)
+        return self.bn(self.conv(x))
 
 
 class LargeKernelConv(nn.Module):
@@ -89,7 +74,6 @@ class LargeKernelConv(nn.Module):
         small_kernel: the small kernel k (odd, <= K); also the short side of the decomposed branches.
             ``None`` or ``>= K`` gives a single K x K branch.
         decompose: SLaK's K x k + k x K branches instead of one dense K x K branch.
-        kernel_sparsity: fraction of each large-kernel branch's weights fixed to zero (static mask).
     """
 
     def __init__(
@@ -98,8 +82,6 @@ class LargeKernelConv(nn.Module):
         kernel_size: int,
         small_kernel: int | None = 5,
         decompose: bool = True,
-        kernel_sparsity: float = 0.0,
-        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         check_int("kernel_size", kernel_size, minimum=1)
@@ -109,23 +91,19 @@ class LargeKernelConv(nn.Module):
             check_int("small_kernel", small_kernel, minimum=1)
             if small_kernel % 2 == 0:
                 raise ValueError(f"small_kernel must be odd, got {small_kernel}")
-        check_range("kernel_sparsity", kernel_sparsity, 0.0, 1.0, high_inclusive=False)
         self.channels = channels
         self.kernel_size = kernel_size
         self.small_kernel = small_kernel
         has_small = small_kernel is not None and small_kernel < kernel_size
         self.decompose = bool(decompose and has_small)
 
-        def mask(shape: tuple[int, ...]) -> torch.Tensor | None:
-            return _random_mask(shape, kernel_sparsity, generator) if kernel_sparsity > 0 else None
-
         k, s = kernel_size, small_kernel
         self.branches = nn.ModuleDict()
         if self.decompose:
-            self.branches["vertical"] = _ConvBN(channels, (k, s), mask((channels, 1, k, s)))
-            self.branches["horizontal"] = _ConvBN(channels, (s, k), mask((channels, 1, s, k)))
+            self.branches["vertical"] = _ConvBN(channels, (k, s))
+            self.branches["horizontal"] = _ConvBN(channels, (s, k))
         else:
-            self.branches["large"] = _ConvBN(channels, (k, k), mask((channels, 1, k, k)))
+            self.branches["large"] = _ConvBN(channels, (k, k))
         if has_small:
             self.branches["small"] = _ConvBN(channels, (s, s))
         self.merged: nn.Conv2d | None = None
@@ -182,16 +160,12 @@ class SLaKBlock(nn.Module):
         kernel_size: int,
         small_kernel: int | None,
         decompose: bool,
-        kernel_sparsity: float,
         drop_path: float = 0.0,
         ls_init_value: float | None = 1e-6,
         mlp_ratio: float = 4.0,
-        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.large_kernel = LargeKernelConv(
-            dim, kernel_size, small_kernel, decompose, kernel_sparsity, generator
-        )
+        self.large_kernel = LargeKernelConv(dim, kernel_size, small_kernel, decompose)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(mlp_ratio * dim)
         self.pwconv1 = nn.Linear(dim, hidden)
@@ -218,8 +192,7 @@ class SLaK(nn.Module):
         small_kernel: the small kernel (the reference's last ``kernel_size`` entry, 5).
         decompose: SLaK's K x k + k x K decomposition (``--Decom``); False gives RepLKNet-style
             dense K x K + small kernel.
-        width_factor: channel multiplier (1.3 for SLaK-T).
-        kernel_sparsity: static per-channel sparsity of the large-kernel branches (0.4 for SLaK).
+        width_factor: channel multiplier (1.3 for SLaK).
         patch_size: stem patch size (4 for ImageNet; 1 or 2 for small images).
     """
 
@@ -233,14 +206,12 @@ class SLaK(nn.Module):
         small_kernel: int | None = 5,
         decompose: bool = True,
         width_factor: float = 1.0,
-        kernel_sparsity: float = 0.0,
         patch_size: int = 4,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         ls_init_value: float | None = 1e-6,
         head_init_scale: float = 1.0,
         global_pool: str = "avg",
-        mask_seed: int = 0,
     ) -> None:
         super().__init__()
         if len(depths) != len(dims):
@@ -261,7 +232,6 @@ class SLaK(nn.Module):
         self.global_pool = global_pool
         self.drop_rate = drop_rate
         self.kernel_sizes = tuple(kernel_sizes)
-        generator = torch.Generator().manual_seed(mask_seed)
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size),
@@ -283,10 +253,8 @@ class SLaK(nn.Module):
                     self.kernel_sizes[i],
                     small_kernel,
                     decompose,
-                    kernel_sparsity,
                     rates[cursor + j],
                     ls_init_value,
-                    generator=generator,
                 )
                 for j in range(depths[i])
             ]
@@ -413,14 +381,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs: object) -> SLaK:
     )
 
 
-# The paper's SLaK: kernels (51, 49, 47, 13) + 5, decomposed, width x1.3, 40% sparse kernels.
+# The paper's SLaK: kernels (51, 49, 47, 13) + 5, decomposed, width x1.3; trained with 40% sparsity
+# (vision_kd.sparse, SLAK_SPARSITY) over every 2-D/4-D weight: 30M / 55M / 95M non-zero parameters.
 _PAPER = {
     "kernel_sizes": (51, 49, 47, 13),
     "small_kernel": 5,
     "decompose": True,
     "width_factor": 1.3,
-    "kernel_sparsity": 0.4,
 }
+SLAK_SPARSITY = 0.4
 
 
 @register_model
@@ -459,7 +428,6 @@ def slak_pico(pretrained: bool = False, **kwargs: object) -> SLaK:
         "small_kernel": 3,
         "decompose": True,
         "width_factor": 1.0,
-        "kernel_sparsity": 0.0,
         "patch_size": 2,
     }
     return _create("slak_pico", pretrained, **{**args, **kwargs})
