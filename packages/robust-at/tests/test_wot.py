@@ -1,10 +1,12 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robust_at.models import create_model
-from robust_at.wot import WOT, WOTConfig, parameter_groups, recalibrate_batchnorm
+from robust_at.wot import WOT, WOTConfig, parameter_groups
 
 torch.set_num_threads(1)
 
@@ -170,17 +172,6 @@ def test_parameter_groups_of_the_registered_models() -> None:
     assert groups == ["stem.0", "stem.1", "stages.0.0", "stages.0.1", "head"]
 
 
-def test_batchnorm_recalibration_is_the_sample_weighted_average() -> None:
-    bn = nn.BatchNorm1d(2)
-    data = [torch.randn(5, 2) * 3 + 1, torch.randn(3, 2) - 2]
-    used = recalibrate_batchnorm(bn, [(d, None) for d in data], max_batches=400)
-    assert used == 2
-    means = [d.mean(0) for d in data]
-    expected = (5 * means[0] + 3 * means[1]) / 8
-    assert torch.allclose(bn.running_mean, expected, atol=1e-6)
-    assert bn.momentum == 0.1 and bn.training
-
-
 def test_bad_wot_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"wot\.gap must be >= 1, got 0"):
         WOTConfig(gap=0)
@@ -193,3 +184,137 @@ def test_bad_wot_settings_are_rejected() -> None:
     model, wot = _setup()
     with pytest.raises(ValueError, match="non-empty validation split"):
         wot.refine(model, lambda: [], attack=None)
+
+
+# ---------------------------------------------------------------- the reference's weight learning as the oracle
+def _reference_weight_learning(
+    model, origin, deltas, group_of, num_groups, val, attack, passes, lr=0.1, alpha=0.9
+):
+    """The reference's loop (TienjinHuang/WOT), re-implemented from its description: W starts at
+    zero; every pass zeroes the momentum buffer; for each batch the gradient of CE on the
+    attacked batch w.r.t. the parameters at origin + sum_j W[j, g] d_j gives, parameter tensor
+    by parameter tensor and delta by delta, buf = alpha buf + <d_j, grad>, W -= lr buf; W is then
+    clamped to [0, 1] and the parameters are reset to origin + sum_j W[j, g] d_j."""
+    params = list(model.parameters())
+    variables = torch.zeros(len(deltas), num_groups)
+
+    def place() -> None:
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                temp = 0
+                for j, delta in enumerate(deltas):
+                    temp = temp + delta[i] * variables[j][group_of[i]]
+                p.copy_(origin[i] + temp)
+
+    place()
+    for _ in range(passes):
+        buffer = torch.zeros_like(variables)
+        for x, y in val:
+            x_in = attack(model, x, y) if attack is not None else x
+            loss = F.cross_entropy(model(x_in), y)
+            grad = torch.autograd.grad(loss, params)
+            for i in range(len(params)):
+                for j, delta in enumerate(deltas):
+                    gw = torch.sum(delta[i] * grad[i])
+                    buffer[j][group_of[i]] = buffer[j][group_of[i]] * alpha + gw
+                    variables[j][group_of[i]] = variables[j][group_of[i]] - buffer[j][group_of[i]] * lr
+            variables = torch.clamp(variables, 0, 1.0)
+            place()
+    return variables
+
+
+@pytest.mark.parametrize("with_attack", [False, True])
+def test_reference_update_rule_matches_the_reference_weight_learning(with_attack: bool) -> None:
+    from robust_at.attacks import pgd
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn", 3, 1, width=4, depth=2)
+    cfg = WOTConfig(enabled=True, gap=2, num_gaps=3, grouping="block", passes=3, momentum_per_tensor=True,
+                    reset_momentum_each_pass=True)  # fmt: skip
+    wot = WOT(model, cfg)
+    g = torch.Generator().manual_seed(1)
+    xs, ys = torch.rand(48, 1, 8, 8, generator=g), torch.randint(0, 3, (48,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    wot.start()
+    for k in range(6):  # a saved trajectory: 3 deltas of 2 steps
+        opt.zero_grad()
+        F.cross_entropy(model(xs[k * 8 : k * 8 + 8]), ys[k * 8 : k * 8 + 8]).backward()
+        opt.step()
+        wot.record_step()
+    model.eval()
+    origin, deltas = [t.clone() for t in wot.snapshots[0]], wot.deltas()
+    val = [(xs[:24], ys[:24]), (xs[24:], ys[24:])]
+    attack = (
+        (lambda m, x, y: pgd(m, x, y, eps=0.1, step_size=0.03, steps=3, random_start="none"))
+        if with_attack
+        else None
+    )
+    oracle_model = copy.deepcopy(model)
+    expected = _reference_weight_learning(
+        oracle_model, origin, deltas, wot.group_of, wot.num_groups, val, attack, 3
+    )
+    got, _ = wot.learn_weights(model, lambda: val, attack)
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
+    assert float(expected.max()) > 0  # a case where the weights move off zero
+    for p, q in zip(model.parameters(), oracle_model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_kl_meta_loss_is_the_batch_mean_kl_between_clean_and_attacked_predictions() -> None:
+    model, wot = _setup(meta_loss="kl")
+    x, x_adv = torch.randn(5, 3), torch.randn(5, 3)
+    loss, logits = wot.meta_loss(model, x, x_adv, torch.zeros(5, dtype=torch.long))
+    p, q = F.softmax(model(x), 1), F.softmax(model(x_adv), 1)
+    assert torch.allclose(loss, (p * (p.log() - q.log())).sum(1).mean(), atol=1e-6)
+    assert torch.allclose(logits, model(x_adv))
+    wot.meta_loss(model, x, x_adv, torch.zeros(5, dtype=torch.long))[0].backward()  # gradient flows
+
+
+def test_gap_is_multiplied_once_from_times_epoch_and_train_mode_follows_the_epoch() -> None:
+    model, wot = _setup(gap=3, num_gaps=2, times=2, times_epoch=5, train_mode_epoch=7, bn_batches=0)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    seen_modes = []
+
+    class Spy(nn.Module):
+        def forward(self, inp):
+            seen_modes.append(model.training)
+            return inp
+
+    spy = Spy()
+    val = lambda: [(x, y)]  # noqa: E731
+    attack = lambda m, xb, yb: spy(xb)  # noqa: E731
+    wot.refine(model, val, attack, epoch=4)
+    assert wot.gap == 3 and seen_modes[-1] is False
+    _trajectory(model, wot, 3 * 2)
+    wot.refine(model, val, attack, epoch=6)
+    assert wot.gap == 6 and seen_modes[-1] is False
+    _trajectory(model, wot, 6 * 2)
+    assert len(wot.snapshots) == 3  # snapshots now every 6 steps
+    wot.refine(model, val, attack, epoch=8)
+    assert wot.gap == 6 and seen_modes[-1] is True  # multiplied only once; BN in train mode from epoch 7
+    assert wot.state_meta()["gap"] == 6
+
+
+def test_block_groups_of_wrapped_timm_and_torchvision_models() -> None:
+    import timm
+    import torchvision
+
+    from robust_at.models import Normalize
+
+    resnet = nn.Sequential(Normalize((0.5,) * 3, (0.5,) * 3), timm.create_model("resnet10t", num_classes=10))
+    _, index, groups = parameter_groups(resnet, "block")
+    assert groups == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert index[0] == 0 and index[-1] == 5
+    tv = torchvision.models.resnet18(num_classes=10)
+    _, _, groups = parameter_groups(tv, "block")
+    assert groups == ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=2)
+    _, _, groups = parameter_groups(vit, "block")
+    assert groups[0] == "stem" and groups[-1] == "head" and "blocks.1" in groups
+
+
+def test_block_grouping_with_a_single_group_is_an_error() -> None:
+    single = nn.Sequential(nn.Identity(), nn.Sequential(nn.Linear(3, 2)))
+    with pytest.raises(ValueError, match=r"WOT-B.*found only one block group.*wot.grouping=model"):
+        WOT(single, WOTConfig(enabled=True, grouping="block"))
+    WOT(single, WOTConfig(enabled=True, grouping="model"))  # WOT-W is fine

@@ -1,13 +1,14 @@
 """Data sets as in-memory tensors with the train/validation/test split WOT needs.
 
 Offline here: ``digits`` (scikit-learn's bundled 8x8 digits) and ``mnist`` (from the shared data
-directory). For users who can download: ``cifar10``, ``cifar100``, ``svhn`` (torchvision) and
-``tiny-imagenet`` (the ``tiny-imagenet-200`` folder). Images are kept as uint8 or float tensors
+directory). Everything else comes from the shared image stack (``research_systems_core.vision``):
+``cifar10``, ``cifar100``, ``svhn``, ``tiny-imagenet``, ``imagenet`` and ``folder:PATH``. Images are kept as uint8 or float tensors
 in [0, 1]; augmentation (random crop with padding, horizontal flip) runs batch-wise on tensors.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import pathlib
 from collections.abc import Iterator
@@ -17,11 +18,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from research_systems_core.data import DatasetNotFoundError, load_mnist, require_path, resolve_data_dir
+from research_systems_core.data import load_mnist, resolve_data_dir
 from research_systems_core.registry import Registry
 from research_systems_core.validation import check_int, check_range
 
-__all__ = ["DATASETS", "DataBundle", "batches", "flip_labels", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "IMAGE_STACK",
+    "DataBundle",
+    "batches",
+    "check_dataset_name",
+    "flip_labels",
+    "load_dataset",
+    "load_image_stack",
+]
 
 log = logging.getLogger(__name__)
 DATASETS = Registry("dataset")
@@ -207,85 +217,59 @@ def _mnist(
     )  # fmt: skip
 
 
-def _torchvision_pair(cls_name: str, root: pathlib.Path, download: bool, split_kw: tuple) -> tuple:
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, cls_name)
-    try:
-        train = cls(root=str(root), download=download, **split_kw[0])
-        test = cls(root=str(root), download=download, **split_kw[1])
-    except RuntimeError as exc:
-        raise DatasetNotFoundError(
-            f"{cls_name} not found under {root} ({exc}); pass --download to fetch it with torchvision, "
-            "or point --data-dir / $RESEARCH_DATA_DIR at a folder that holds it"
-        ) from None
-    return train, test
+IMAGE_STACK = ("cifar10", "cifar100", "svhn", "tiny-imagenet", "imagenet")
+CROP_FLIP = ("cifar10", "cifar100", "tiny-imagenet", "imagenet")  # SVHN: no flips for digits
 
 
-def _cifar(name: str, cls_name: str, folder: str, classes: int, mean, std):
-    def factory(data_dir, *, val_size, train_size, test_size, label_noise, seed, download) -> DataBundle:
-        root = pathlib.Path(data_dir) / folder
-        train, test = _torchvision_pair(cls_name, root, download, ({"train": True}, {"train": False}))
-        to_x = lambda d: torch.from_numpy(np.ascontiguousarray(d.data)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-        return _split(
-            name, to_x(train), torch.tensor(train.targets), to_x(test), torch.tensor(test.targets), classes,
-            val_size=val_size, train_size=train_size, test_size=test_size, label_noise=label_noise, seed=seed,
-            mean=mean, std=std, augment=True,
-        )  # fmt: skip
+def check_dataset_name(name: str) -> str:
+    """Raise ValueError unless ``name`` is ``digits``, ``mnist``, a shared image stack name or
+    ``folder:PATH`` with ``PATH/train`` and ``PATH/val`` present (checked before any loading)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset must be a non-empty name, got {name!r}")
+    if name.startswith("folder:"):
+        root = pathlib.Path(name[len("folder:") :]).expanduser()
+        missing = [d for d in ("train", "val") if not (root / d).is_dir()]
+        if missing:
+            raise ValueError(
+                f"dataset {name!r}: {root} needs train/ and val/ class folders, missing {', '.join(missing)}"
+            )
+        return name
+    allowed = (*DATASETS.names(), *IMAGE_STACK)
+    if name not in allowed:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(allowed)} or folder:PATH")
+    return name
 
-    factory.__doc__ = f"{cls_name} via torchvision under <data_dir>/{folder} (download with --download)."
-    return factory
+
+def _materialize(dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a map-style dataset as uint8 NCHW (lossless for 8-bit sources) + labels."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x.mul(255).round_().clamp_(0, 255).to(torch.uint8))
+        ys.append(torch.as_tensor(y, dtype=torch.long))
+    if not xs:
+        raise ValueError("the data set holds no images")
+    return torch.cat(xs), torch.cat(ys)
 
 
-DATASETS.register("cifar10")(_cifar("cifar10", "CIFAR10", "cifar10", 10, CIFAR10_MEAN, CIFAR10_STD))
-DATASETS.register("cifar100")(_cifar("cifar100", "CIFAR100", "cifar100", 100, CIFAR100_MEAN, CIFAR100_STD))
+def load_image_stack(
+    spec: str, data_dir, *, val_size, train_size, test_size, label_noise, seed, download, image_size=None
+) -> DataBundle:
+    """A data set of the shared image stack (``research_systems_core.vision``): its train split
+    gives our train/validation split, its val/test split our test split. Images are held in
+    memory as uint8 (fine up to Tiny-ImageNet; not for ImageNet-1k) so that batches, the
+    crop/flip augmentation and resumption stay exact; evaluation-size transforms are applied once."""
+    from research_systems_core.vision import load_image_dataset
 
-
-@DATASETS.register("svhn")
-def _svhn(data_dir, *, val_size, train_size, test_size, label_noise, seed, download) -> DataBundle:
-    """SVHN (train + test splits) via torchvision under ``<data_dir>/svhn``; no flip augmentation
-    is customary for digits, so no augmentation."""
-    train, test = _torchvision_pair(
-        "SVHN", pathlib.Path(data_dir) / "svhn", download, ({"split": "train"}, {"split": "test"})
-    )
+    ds = load_image_dataset(spec, data_dir=data_dir, image_size=image_size, augment=False, download=download)
+    x_tr, y_tr = _materialize(ds.train)
+    x_te, y_te = _materialize(ds.val)
+    name = spec.split(":", 1)[0] if spec.startswith("folder:") else spec
     return _split(
-        "svhn", torch.from_numpy(train.data), torch.from_numpy(train.labels).long(),
-        torch.from_numpy(test.data), torch.from_numpy(test.labels).long(), 10,
+        ds.name if hasattr(ds, "name") else name, x_tr, y_tr, x_te, y_te, ds.num_classes,
         val_size=val_size, train_size=train_size, test_size=test_size, label_noise=label_noise, seed=seed,
-    )  # fmt: skip
-
-
-def _read_images(paths: list[pathlib.Path]) -> torch.Tensor:
-    from PIL import Image
-
-    arrays = [np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-@DATASETS.register("tiny-imagenet")
-def _tiny_imagenet(data_dir, *, val_size, train_size, test_size, label_noise, seed, download) -> DataBundle:
-    """Tiny-ImageNet-200 from ``<data_dir>/tiny-imagenet-200`` (download
-    http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it there); its labelled ``val``
-    folder serves as the test set."""
-    hint = "Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into the data directory"
-    root = require_path(data_dir, "tiny-imagenet-200", hint)
-    wnids = (root / "wnids.txt").read_text().split()
-    label_of = {w: i for i, w in enumerate(wnids)}
-    train_paths, train_labels = [], []
-    for w in wnids:
-        for p in sorted((root / "train" / w / "images").glob("*.JPEG")):
-            train_paths.append(p)
-            train_labels.append(label_of[w])
-    test_paths, test_labels = [], []
-    for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
-        parts = line.split("\t")
-        test_paths.append(root / "val" / "images" / parts[0])
-        test_labels.append(label_of[parts[1]])
-    return _split(
-        "tiny-imagenet", _read_images(train_paths), torch.tensor(train_labels), _read_images(test_paths),
-        torch.tensor(test_labels), 200,
-        val_size=val_size, train_size=train_size, test_size=test_size, label_noise=label_noise, seed=seed,
-        mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), augment=True,
+        mean=tuple(ds.mean) if ds.mean is not None else None, std=tuple(ds.std) if ds.std is not None else None,
+        augment=name in CROP_FLIP or name == "folder",
     )  # fmt: skip
 
 
@@ -299,13 +283,19 @@ def load_dataset(
     label_noise: float = 0.0,
     seed: int = 0,
     download: bool = False,
+    image_size: int | None = None,
 ) -> DataBundle:
-    """Load a registered data set (``DATASETS.names()``) with a seeded validation split.
+    """Load ``digits``/``mnist`` or a shared image stack data set (``cifar10``, ``cifar100``,
+    ``svhn``, ``tiny-imagenet``, ``imagenet``, ``folder:PATH``) with a seeded validation split.
 
     ``label_noise`` flips that fraction of the training labels (validation and test stay clean).
     """
-    factory = DATASETS.get(name)
+    check_dataset_name(name)
     check_range("label_noise", label_noise, 0.0, 1.0)
+    if name in DATASETS.names():
+        factory = DATASETS.get(name)
+    else:
+        factory = functools.partial(load_image_stack, name, image_size=image_size)
     bundle = factory(
         resolve_data_dir(data_dir),
         val_size=val_size,

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from research_systems_core.distributed import reduce_metrics
+from research_systems_core.precision import autocast
 from research_systems_core.validation import check_choice, check_int, check_positive
 from robust_at.attacks import check_input_box, check_logits, pgd
 from robust_at.data import batches
@@ -33,6 +35,15 @@ def _eval_mode(model: nn.Module):
     return _Ctx()
 
 
+def _reduced(correct: torch.Tensor, loss: torch.Tensor, n: int, world_size: int) -> dict[str, float]:
+    """Accuracy and mean loss from this rank's sums, summed over ranks under torchrun (one
+    host sync per evaluation)."""
+    sums = {"correct": float(correct), "loss": float(loss), "n": float(n)}
+    if world_size > 1:
+        sums = reduce_metrics(sums)  # means over ranks; their ratios are the global ratios
+    return {"acc": sums["correct"] / max(sums["n"], 1e-12), "loss": sums["loss"] / max(sums["n"], 1e-12)}
+
+
 @torch.no_grad()
 def clean_accuracy(
     model: nn.Module,
@@ -40,17 +51,25 @@ def clean_accuracy(
     y: torch.Tensor,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    *,
+    precision: str = "fp32",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy on clean inputs (model in eval mode)."""
-    correct, loss, n = 0, 0.0, 0
+    """Accuracy and mean cross-entropy on clean inputs (model in eval mode); under torchrun each
+    rank takes its shard (``rank``, ``world_size``) and the result is reduced over ranks."""
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
     with _eval_mode(model):
-        for xb, yb in batches(x, y, batch_size, device=device):
-            logits = model(xb)
+        for xb, yb in batches(x, y, batch_size, device=device, rank=rank, world_size=world_size):
+            with autocast(device, precision):
+                logits = model(xb)
             check_logits(logits, len(yb))
-            correct += int((logits.argmax(1) == yb).sum())
-            loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += (logits.argmax(1) == yb).sum()
+            loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
             n += len(yb)
-    return {"acc": correct / max(n, 1), "loss": loss / max(n, 1)}
+    return _reduced(correct, loss, n, world_size)
 
 
 def pgd_accuracy(
@@ -66,28 +85,36 @@ def pgd_accuracy(
     batch_size: int = 256,
     box: tuple[float, float] = (0.0, 1.0),
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """Robust accuracy and loss under PGD-``steps`` with ``restarts`` random restarts (eval mode)."""
-    correct, loss, n = 0, 0.0, 0
+    """Robust accuracy and loss under PGD-``steps`` with ``restarts`` random restarts (eval
+    mode; the attack and the final forward under ``precision`` autocast); sharded and reduced
+    over ranks like :func:`clean_accuracy`."""
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
     with _eval_mode(model):
-        for xb, yb in batches(x, y, batch_size, device=device):
-            x_adv = pgd(
-                model,
-                xb,
-                yb,
-                eps=eps,
-                step_size=step_size,
-                steps=steps,
-                norm=norm,
-                restarts=restarts,
-                box=box,
-            )
-            with torch.no_grad():
-                logits = model(x_adv)
-            correct += int((logits.argmax(1) == yb).sum())
-            loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        for xb, yb in batches(x, y, batch_size, device=device, rank=rank, world_size=world_size):
+            with autocast(device, precision):
+                x_adv = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=eps,
+                    step_size=step_size,
+                    steps=steps,
+                    norm=norm,
+                    restarts=restarts,
+                    box=box,
+                )
+                with torch.no_grad():
+                    logits = model(x_adv)
+            correct += (logits.argmax(1) == yb).sum()
+            loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
             n += len(yb)
-    return {"acc": correct / max(n, 1), "loss": loss / max(n, 1)}
+    return _reduced(correct, loss, n, world_size)
 
 
 def autoattack_accuracy(

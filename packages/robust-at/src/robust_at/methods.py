@@ -33,13 +33,20 @@ class ATMethod:
         self.attack = attack
         self.box = box
         self.attack_mode = attack_mode
+        self._inputs_checked = False  # the input box is checked on the first batch (a host sync)
+
+    def _check_inputs_once(self) -> bool:
+        first, self._inputs_checked = not self._inputs_checked, True
+        return first
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         """The training attack, with the model in ``attack_mode`` (restored afterwards)."""
         was_training = model.training
         model.train(self.attack_mode == "train")
         try:
-            return self.attack.run(model, x, y, box=self.box, **kwargs)
+            return self.attack.run(
+                model, x, y, box=self.box, check_inputs=self._check_inputs_once(), **kwargs
+            )
         finally:
             model.train(was_training)
 
@@ -102,6 +109,7 @@ class TRADES(ATMethod):
                 random_start="normal",
                 box=self.box,
                 loss_fn=kl_to_clean,
+                check_inputs=self._check_inputs_once(),
             )
         finally:
             model.train(was_training)

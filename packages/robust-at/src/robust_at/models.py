@@ -7,6 +7,7 @@ of child modules, in order), which WOT-B uses as its layer groups.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 import torch
@@ -16,7 +17,17 @@ from torch import nn
 from research_systems_core.registry import Registry
 from research_systems_core.validation import check_int
 
-__all__ = ["MODELS", "VGG16", "Normalize", "PreActResNet18", "SmallCNN", "WideResNet", "create_model"]
+__all__ = [
+    "MODELS",
+    "VGG16",
+    "Normalize",
+    "PreActResNet18",
+    "SmallCNN",
+    "WideResNet",
+    "build_any_model",
+    "check_model_name",
+    "create_model",
+]
 
 MODELS = Registry("model")
 
@@ -273,3 +284,61 @@ def create_model(
     check_int("num_classes", num_classes, minimum=2)
     check_int("in_channels", in_channels, minimum=1)
     return MODELS.create(name, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **kwargs)
+
+
+def _external_names() -> list[str]:
+    names: list[str] = []
+    try:
+        import timm
+
+        names += timm.list_models()
+    except ImportError:  # pragma: no cover - timm is a declared dependency
+        pass
+    try:
+        import torchvision
+
+        names += torchvision.models.list_models()
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return names
+
+
+def check_model_name(name: str) -> str:
+    """Raise ValueError unless ``name`` is a registered model, a timm or a torchvision model
+    (``timm:``/``torchvision:`` prefixes allowed); cheap, so options are checked before data loads."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model must be a non-empty name, got {name!r}")
+    if name in MODELS.names():
+        return name
+    bare = name.split(":", 1)[1] if name.startswith(("timm:", "torchvision:")) else name
+    known = _external_names()
+    if bare in known:
+        return name
+    close = difflib.get_close_matches(bare, [*MODELS.names(), *known], n=5)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise ValueError(
+        f"unknown model {name!r}: not one of this package's ({', '.join(MODELS.names())}) nor a timm or "
+        f"torchvision model{hint}"
+    )
+
+
+def build_any_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **kwargs,
+) -> nn.Module:
+    """A registered model, or any timm/torchvision model through the shared image stack with the
+    normalisation inside (attacks work on [0, 1] inputs)."""
+    if name in MODELS.names():
+        return create_model(name, num_classes, in_channels, mean=mean, std=std, **kwargs)
+    if kwargs:
+        raise ValueError(f"width/depth only apply to this package's models, not to {name!r}")
+    from research_systems_core.vision import create_image_model, with_normalization
+
+    model = create_image_model(name, num_classes=num_classes, in_chans=in_channels)
+    if mean is None:
+        return nn.Sequential(Normalize(None, None), model)
+    return with_normalization(model, mean, std)

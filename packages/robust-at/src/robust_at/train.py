@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from research_systems_core.batchnorm import recalibrate_batchnorm
 from research_systems_core.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -33,28 +36,39 @@ from research_systems_core.checkpoint import (
     save_checkpoint,
 )
 from research_systems_core.config import config_from_dict, config_to_dict
-from research_systems_core.distributed import init_distributed, reduce_metrics, wrap_model
+from research_systems_core.distributed import DistInfo, init_distributed, reduce_metrics, wrap_model
 from research_systems_core.logs import progress
 from research_systems_core.metadata import run_metadata
+from research_systems_core.optim_state import load_optimizer_state, optimizer_state_to_tensors
+from research_systems_core.precision import autocast, check_precision, configure_determinism, grad_scaler
 from research_systems_core.results import JsonlWriter, plot_curves, write_json
-from research_systems_core.seeding import seed_everything
 from research_systems_core.torch_utils import resolve_device
 from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 from robust_at.attacks import NORMS, AttackConfig, check_logits
-from robust_at.data import DataBundle, batches, load_dataset
+from robust_at.data import DataBundle, batches, check_dataset_name, load_dataset
 from robust_at.evaluate import clean_accuracy, pgd_accuracy
-from robust_at.methods import METHODS, create_method
-from robust_at.models import MODELS, create_model
-from robust_at.wot import WOT, WOTConfig, recalibrate_batchnorm
+from robust_at.methods import METHODS, ATMethod, create_method
+from robust_at.models import build_any_model, check_model_name
+from robust_at.presets import PRESETS
+from robust_at.wot import WOT, WOTConfig, describe_groups
 
 __all__ = [
     "PRESETS",
+    "RunState",
     "TrainConfig",
     "TrainingDivergedError",
     "build_config",
+    "build_model",
+    "build_run",
+    "evaluate_epoch",
+    "load_state_into",
     "load_weights",
+    "refine_with_wot",
+    "resume_run",
+    "save_run_checkpoint",
     "save_weights",
     "train",
+    "train_one_epoch",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,8 +82,9 @@ class TrainingDivergedError(RuntimeError):
 class TrainConfig:
     """Everything a training run needs; ``PRESETS`` hold the reference settings."""
 
-    dataset: str = "cifar10"
+    dataset: str = "cifar10"  # digits, mnist, cifar10, cifar100, svhn, tiny-imagenet, imagenet, folder:PATH
     download: bool = False
+    image_size: int | None = None  # shared image stack resolution (None: the data set's own)
     train_size: int | None = None
     val_size: int = 1000
     test_size: int | None = None
@@ -103,6 +118,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0: train all epochs (best-validation weights are kept anyway)
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # autocast for training, attacks and evaluation: fp32, bf16, fp16
     keep_checkpoints: int = 2
     wot: WOTConfig = field(default_factory=WOTConfig)
 
@@ -110,7 +126,9 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        check_choice("model", self.model, MODELS.names())
+        check_model_name(self.model)
+        check_dataset_name(self.dataset)
+        check_precision(self.precision)
         check_choice("method", self.method, METHODS.names())
         check_choice("norm", self.norm, NORMS)
         check_int("epochs", self.epochs, minimum=1)
@@ -151,56 +169,6 @@ class TrainConfig:
         return self.swa_start if self.swa_start >= 0 else self.first_decay()
 
 
-# Reference settings. CIFAR: Rice et al. 2020 / WOT (PGD-10, eps 8/255, step 2/255, piecewise
-# decay at 50% and 75% of 200 epochs, wd 5e-4); TRADES: Zhang et al. (beta 6); AWP: Wu et al.
-# (gamma 0.01). digits-pilot: the small CPU setting of this package's reproduction.
-_CIFAR = {
-    "dataset": "cifar10",
-    "model": "preact-resnet18",
-    "epochs": 200,
-    "batch_size": 128,
-    "lr": 0.1,
-    "weight_decay": 5e-4,
-    "milestones": [100, 150],
-    "eps": 8 / 255,
-    "step_size": 2 / 255,
-    "attack_steps": 10,
-    "val_size": 1000,
-}
-PRESETS: dict[str, dict] = {
-    "cifar10": dict(_CIFAR),
-    "cifar100": {**_CIFAR, "dataset": "cifar100"},
-    "svhn": {**_CIFAR, "dataset": "svhn", "lr": 0.01, "epochs": 100, "milestones": [50, 75]},
-    "cifar10-trades": {
-        **_CIFAR,
-        "method": "trades",
-        "epochs": 110,
-        "milestones": [75, 90, 100],
-        "weight_decay": 2e-4,
-    },
-    "cifar10-awp": {**_CIFAR, "method": "awp", "awp_gamma": 0.01},
-    "digits-pilot": {
-        "dataset": "digits",
-        "train_size": 1000,
-        "val_size": 200,
-        "label_noise": 0.2,
-        "model": "small-cnn",
-        "width": 64,
-        "depth": 4,
-        "epochs": 80,
-        "batch_size": 128,
-        "lr": 0.05,
-        "weight_decay": 0.0,
-        "milestones": [20],
-        "eps": 0.1,
-        "step_size": 0.025,
-        "attack_steps": 10,
-        "eval_steps": 20,
-        "wot": {"gap": 8, "num_gaps": 4, "passes": 3, "bn_batches": 8},
-    },
-}
-
-
 def build_config(preset: str | None = None, overrides: dict | None = None) -> TrainConfig:
     """A TrainConfig from a preset (``PRESETS``) updated with an (optionally nested) dict."""
     data: dict = {}
@@ -215,7 +183,7 @@ def build_config(preset: str | None = None, overrides: dict | None = None) -> Tr
     return config_from_dict(TrainConfig, data)
 
 
-# ------------------------------------------------------------------ weights and state I/O
+# ------------------------------------------------------------------ weights I/O
 def save_weights(
     path: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict | None = None
 ) -> pathlib.Path:
@@ -237,35 +205,41 @@ def save_weights(
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load safetensors weights (never unpickles)."""
+    """Load safetensors weights (never unpickles); a missing, empty, truncated or corrupt file
+    raises CheckpointError naming the file."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"weights file {path} ({size} bytes) is not a readable safetensors file "
+            f"(truncated or corrupt?): {exc}"
+        ) from None
 
 
-def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{k}"] = v
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, idx, k = key.split(".", 2)
-            state.setdefault(int(idx), {})[k] = v
-    for key, v in meta["scalars"].items():
-        idx, k = key.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict`` with a one-line error naming ``source`` on a mismatch."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or extra or shapes:
+        parts = [
+            f"{len(missing)} missing (e.g. {missing[0]!r})" if missing else "",
+            f"{len(extra)} unexpected (e.g. {extra[0]!r})" if extra else "",
+            f"shape mismatch at {shapes[0]!r}: file {tuple(state[shapes[0]].shape)} vs model "
+            f"{tuple(expected[shapes[0]].shape)}"
+            if shapes
+            else "",
+        ]
+        raise CheckpointError(
+            f"{source} does not fit the model ({', '.join(p for p in parts if p)}); "
+            "was it trained with another --model / data set?"
+        )
+    model.load_state_dict(state)
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -287,73 +261,295 @@ def _broadcast(model: nn.Module) -> None:
             dist.broadcast(t.data, src=0)
 
 
-# ------------------------------------------------------------------ the loop
-def _refine(wot: WOT, model: nn.Module, cfg: TrainConfig, data: DataBundle, device) -> torch.Tensor:
-    """One WOT refinement: weights learned on the PGD-attacked validation split (the training
-    attack), BatchNorm recalibrated on clean training batches."""
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + wot.refinements)
-    attack = cfg.attack()
-    return wot.refine(
-        model,
-        lambda: batches(data.x_val, data.y_val, cfg.batch_size, device=device),
-        lambda m, xb, yb: attack.run(m, xb, yb),
-        lambda: batches(
-            data.x_train,
-            data.y_train,
-            cfg.batch_size,
-            shuffle=True,
-            generator=gen,
-            augment=data.augment,
-            device=device,
-        ),
-        generator=gen,
-    )
+# ------------------------------------------------------------------ building a run
+@dataclass
+class RunState:
+    """Everything that changes during training and goes into a checkpoint."""
 
-
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-
-
-def _model_kwargs(cfg: TrainConfig) -> dict:
-    kwargs = {}
-    if cfg.width is not None:
-        kwargs["width"] = cfg.width
-    if cfg.depth is not None:
-        kwargs["depth"] = cfg.depth
-    return kwargs
+    model: nn.Module  # possibly DDP-wrapped
+    base: nn.Module  # the unwrapped module (attacks, WOT, saving)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    method: ATMethod
+    wot: WOT | None
+    swa_model: AveragedModel | None
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"val_robust_acc": -1.0, "epoch": -1, "stale": 0})
+    best_state: dict[str, torch.Tensor] | None = None
+    best_test_state: dict[str, torch.Tensor] | None = None
+    best_test_acc: float = -1.0
+    swa_started: bool = False
+    start_epoch: int = 0
+    out_dir: pathlib.Path | None = None
 
 
 def build_model(cfg: TrainConfig, data: DataBundle) -> nn.Module:
-    return create_model(
-        cfg.model, data.num_classes, data.in_channels, mean=data.mean, std=data.std, **_model_kwargs(cfg)
+    """The configured model for ``data`` (normalisation inside; takes [0, 1] inputs)."""
+    kwargs = {k: v for k, v in (("width", cfg.width), ("depth", cfg.depth)) if v is not None}
+    return build_any_model(
+        cfg.model, data.num_classes, data.in_channels, mean=data.mean, std=data.std, **kwargs
     )
 
 
-def _evaluate(model: nn.Module, cfg: TrainConfig, data: DataBundle, device, prefix: str) -> dict[str, float]:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None) -> torch.optim.SGD:
+    """SGD with the configured momentum and weight decay."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr if lr is None else lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def load_training_data(cfg: TrainConfig, data_dir: str | os.PathLike | None) -> DataBundle:
+    """The configured data set with its seeded validation split."""
+    data = load_dataset(
+        cfg.dataset, data_dir, val_size=cfg.val_size, train_size=cfg.train_size, test_size=cfg.test_size,
+        label_noise=cfg.label_noise, seed=cfg.seed, download=cfg.download, image_size=cfg.image_size,
+    )  # fmt: skip
+    if cfg.wot.enabled and len(data.y_val) == 0:
+        raise ValueError(
+            "WOT needs a non-empty validation split (val_size must be > 0), got 0 validation images"
+        )
+    return data
+
+
+def _check_model_output(model: nn.Module, data: DataBundle, device: torch.device) -> None:
+    with torch.no_grad():
+        model.eval()
+        probe = next(batches(data.x_train, data.y_train, 4, device=device))
+        check_logits(model(probe[0]), len(probe[1]), data.num_classes)
+        model.train()
+
+
+def build_run(cfg: TrainConfig, data: DataBundle, device: torch.device, info: DistInfo) -> RunState:
+    """Model, optimizer, grad scaler, method, WOT and SWA for a fresh run."""
+    base = build_model(cfg, data).to(device)
+    _check_model_output(base, data, device)
+    wot = WOT(base, cfg.wot) if cfg.wot.enabled else None
+    if wot is not None:
+        log.info("WOT %s groups: %s", cfg.wot.grouping, describe_groups(base, cfg.wot.grouping))
+    model = wrap_model(base, info)
+    method = create_method(
+        cfg.method, attack=cfg.attack(), attack_mode=cfg.attack_mode, trades_beta=cfg.trades_beta,
+        awp_gamma=cfg.awp_gamma, awp_warmup=cfg.awp_warmup,
+    )  # fmt: skip
+    return RunState(
+        model=model, base=base, optimizer=make_optimizer(model, cfg), scaler=grad_scaler(device, cfg.precision),
+        method=method, wot=wot, swa_model=AveragedModel(base) if cfg.swa else None,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ checkpoints
+def save_run_checkpoint(state: RunState, cfg: TrainConfig, ckpt_dir: pathlib.Path, epoch: int) -> None:
+    """Atomic checkpoint of everything needed to resume bit for bit after ``epoch``."""
+    tensors = _prefixed("model", state.base.state_dict())
+    opt_tensors, opt_meta = optimizer_state_to_tensors(state.optimizer)
+    tensors.update(opt_tensors)
+    meta = {
+        "epoch": epoch, "history": state.history, "best": state.best, "best_test_acc": state.best_test_acc,
+        "optimizer": opt_meta, "swa_started": state.swa_started, "scaler": state.scaler.state_dict(),
+    }  # fmt: skip
+    if state.wot is not None:
+        tensors.update(state.wot.state_tensors())
+        meta["wot"] = state.wot.state_meta()
+    if state.swa_model is not None and state.swa_started:
+        tensors.update(_prefixed("swa", state.swa_model.state_dict()))
+    if state.best_state is not None:
+        tensors.update(_prefixed("best", state.best_state))
+    if state.best_test_state is not None:
+        tensors.update(_prefixed("besttest", state.best_test_state))
+    rng_tensors, rng_meta = capture_rng_state()
+    tensors.update(rng_tensors)
+    meta.update(rng_meta)
+    save_checkpoint(ckpt_dir, epoch, tensors, meta, keep=cfg.keep_checkpoints)
+
+
+def resume_run(state: RunState, ckpt_dir: pathlib.Path) -> bool:
+    """Load the latest verified checkpoint in ``ckpt_dir`` into ``state``; False when none."""
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return False
+    tensors, meta = load_checkpoint(latest)
+    load_state_into(state.base, _unprefixed("model", tensors), f"checkpoint {latest}")
+    load_optimizer_state(state.optimizer, tensors, meta["optimizer"])
+    if meta.get("scaler"):
+        state.scaler.load_state_dict(meta["scaler"])
+    if state.wot is not None:
+        state.wot.load_state(tensors, meta["wot"])
+    if state.swa_model is not None and meta.get("swa_started"):
+        state.swa_model.load_state_dict(_unprefixed("swa", tensors))
+    state.best_state = _unprefixed("best", tensors) or None
+    state.best_test_state = _unprefixed("besttest", tensors) or None
+    state.history, state.best = list(meta["history"]), dict(meta["best"])
+    state.best_test_acc = float(meta["best_test_acc"])
+    state.swa_started = bool(meta.get("swa_started"))
+    state.start_epoch = int(meta["epoch"]) + 1
+    restore_rng_state(tensors, meta)
+    log.info("resumed from %s at epoch %d", latest, state.start_epoch)
+    return True
+
+
+# ------------------------------------------------------------------ one epoch
+def refine_with_wot(
+    state: RunState, cfg: TrainConfig, data: DataBundle, device, info: DistInfo, epoch: int, lr: float
+) -> None:
+    """One WOT refinement: weights learned on the attacked validation split, BatchNorm
+    recalibrated on clean training batches; the optimizer is recreated if configured."""
+    wot = state.wot
+    assert wot is not None
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + wot.refinements)
+    attack = cfg.attack()
+    if cfg.wot.save_trajectory and info.is_main and state.out_dir is not None:
+        save_trajectory(state, state.out_dir / "wot_trajectory.safetensors", epoch)
+    wot.refine(
+        state.base,
+        lambda: batches(data.x_val, data.y_val, cfg.batch_size, device=device),
+        lambda m, xb, yb: attack.run(m, xb, yb),
+        lambda: batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True, generator=gen,
+                        augment=data.augment, device=device),
+        generator=gen, epoch=epoch, amp=lambda: autocast(device, cfg.precision),
+    )  # fmt: skip
+    if info.is_distributed:
+        _broadcast(state.base)
+        wot.start()
+    if cfg.wot.reset_optimizer:
+        state.optimizer = make_optimizer(state.model, cfg, lr)
+    state.model.train()
+
+
+def save_trajectory(state: RunState, path: pathlib.Path, epoch: int) -> None:
+    """The window about to be refined (snapshots) and the model's buffers, for ``wot-diagnose``."""
+    wot = state.wot
+    assert wot is not None
+    tensors = {**wot.state_tensors(), **_prefixed("model", state.base.state_dict())}
+    save_weights(path, tensors, {"epoch": epoch, "refinement": wot.refinements + 1, "gap": wot.gap})
+
+
+def _diverged(loss: torch.Tensor, ckpt_dir: pathlib.Path, epoch: int, batch: str, lr: float) -> None:
+    last = latest_checkpoint(ckpt_dir)
+    raise TrainingDivergedError(
+        f"training loss became {loss.detach().item()} at epoch {epoch}, batch {batch} (lr {lr:g}); "
+        f"the last good checkpoint is {last if last else 'none (no epoch finished)'}; lower lr or eps and resume"
+    )
+
+
+def train_one_epoch(
+    state: RunState, cfg: TrainConfig, data: DataBundle, device, info: DistInfo, epoch: int,
+    ckpt_dir: pathlib.Path,
+) -> dict[str, float]:  # fmt: skip
+    """Adversarial training for one epoch (with WOT recording/refinement); returns train metrics."""
+    lr = cfg.lr_at(epoch)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    if state.wot is not None and epoch == cfg.wot_start() and not state.wot.active:
+        state.wot.start()
+    state.model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen, wot_seconds, t0 = 0, 0.0, time.perf_counter()
+    n_batches = math.ceil(len(data.y_train) / info.world_size / cfg.batch_size)
+    stream = batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True, generator=gen, augment=data.augment,
+                     device=device, rank=info.rank, world_size=info.world_size)  # fmt: skip
+    for i, (x, y) in enumerate(progress(stream, desc=f"epoch {epoch}", total=n_batches)):
+        with autocast(device, cfg.precision):
+            loss, logits = state.method.loss(state.model, x, y, epoch)
+        if (device.type == "cpu" or i == 0) and not torch.isfinite(loss):  # no per-batch sync on GPUs
+            _diverged(loss, ckpt_dir, epoch, str(i), lr)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.method.after_step(state.model)
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if state.wot is not None and state.wot.record_step():
+            tw = time.perf_counter()
+            refine_with_wot(state, cfg, data, device, info, epoch, lr)
+            wot_seconds += time.perf_counter() - tw
+    mean_loss = float(loss_sum) / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        _diverged(torch.tensor(mean_loss), ckpt_dir, epoch, "unknown (checked at the epoch end)", lr)
+    metrics = reduce_metrics(
+        {"train_robust_loss": mean_loss, "train_robust_acc": int(correct) / max(seen, 1)}
+    )
+    return {**metrics, "lr": lr, "train_seconds": time.perf_counter() - t0, "wot_seconds": wot_seconds}
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_model(
+    model: nn.Module, cfg: TrainConfig, data: DataBundle, device, prefix: str, info: DistInfo | None = None
+) -> dict[str, float]:
+    """Clean and PGD-k accuracy on the test split (and PGD-k on the validation split), each
+    rank on its shard, reduced over ranks."""
     n = cfg.eval_size or len(data.y_test)
-    x_test, y_test = data.x_test[:n], data.y_test[:n]
+    shard = {"rank": info.rank, "world_size": info.world_size} if info is not None else {}
     common = {
-        "eps": cfg.eps,
-        "step_size": cfg.step_size,
-        "steps": cfg.eval_steps,
-        "restarts": cfg.eval_restarts,
-        "norm": cfg.norm,
-        "batch_size": cfg.eval_batch_size,
-        "device": device,
-    }
-    clean = clean_accuracy(model, x_test, y_test, cfg.eval_batch_size, device)
-    robust = pgd_accuracy(model, x_test, y_test, **common)
+        "eps": cfg.eps, "step_size": cfg.step_size, "steps": cfg.eval_steps, "restarts": cfg.eval_restarts,
+        "norm": cfg.norm, "batch_size": cfg.eval_batch_size, "device": device, "precision": cfg.precision, **shard,
+    }  # fmt: skip
+    clean = clean_accuracy(model, data.x_test[:n], data.y_test[:n], cfg.eval_batch_size, device,
+                           precision=cfg.precision, **shard)  # fmt: skip
+    robust = pgd_accuracy(model, data.x_test[:n], data.y_test[:n], **common)
     row = {
         f"{prefix}test_clean_acc": clean["acc"],
         f"{prefix}test_robust_acc": robust["acc"],
         f"{prefix}test_robust_loss": robust["loss"],
     }
     if len(data.y_val):
-        val = pgd_accuracy(model, data.x_val, data.y_val, **common)
-        row[f"{prefix}val_robust_acc"] = val["acc"]
+        row[f"{prefix}val_robust_acc"] = pgd_accuracy(model, data.x_val, data.y_val, **common)["acc"]
     return row
+
+
+def swa_for_evaluation(state: RunState, cfg: TrainConfig, data: DataBundle, device) -> nn.Module:
+    """A copy of the SWA average with BatchNorm statistics recomputed on the training set."""
+    assert state.swa_model is not None
+    swa_eval = copy.deepcopy(state.swa_model.module)
+    recalibrate_batchnorm(swa_eval, batches(data.x_train, data.y_train, cfg.batch_size, device=device))
+    return swa_eval
+
+
+def evaluate_epoch(
+    state: RunState, cfg: TrainConfig, data: DataBundle, device, info: DistInfo, epoch: int
+) -> dict[str, float]:
+    """The epoch's evaluation row (model, and the SWA average when due)."""
+    t1 = time.perf_counter()
+    row = evaluate_model(state.base, cfg, data, device, "", info)
+    swa_due = (epoch + 1) % cfg.swa_eval_every == 0 or epoch == cfg.epochs - 1
+    if state.swa_model is not None and state.swa_started and swa_due:
+        row.update(
+            evaluate_model(swa_for_evaluation(state, cfg, data, device), cfg, data, device, "swa_", info)
+        )
+    row["eval_seconds"] = time.perf_counter() - t1
+    return row
+
+
+def update_best(state: RunState, row: dict, epoch: int) -> None:
+    """Track the best-validation (early stopping) and best-test (oracle) weights."""
+    if "val_robust_acc" in row:
+        if row["val_robust_acc"] > state.best["val_robust_acc"]:
+            state.best = {"val_robust_acc": row["val_robust_acc"], "epoch": epoch, "stale": 0}
+            state.best_state = {k: v.detach().clone() for k, v in state.base.state_dict().items()}
+        else:
+            state.best["stale"] += 1
+    if row["test_robust_acc"] > state.best_test_acc:
+        state.best_test_acc = row["test_robust_acc"]
+        state.best_test_state = {k: v.detach().clone() for k, v in state.base.state_dict().items()}
+
+
+# ------------------------------------------------------------------ the loop
+def _start_outputs(
+    out: pathlib.Path, cfg: TrainConfig, data: DataBundle, state: RunState, info
+) -> JsonlWriter | None:
+    out.mkdir(parents=True, exist_ok=True)
+    if not info.is_main:
+        return None
+    write_json(out / "config.json", {"config": config_to_dict(cfg), "data": data.summary()})
+    # keep the per-epoch log consistent with the checkpoint we resumed from
+    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    return JsonlWriter(out / "history.jsonl")
 
 
 def train(
@@ -369,286 +565,108 @@ def train(
     into ``out_dir``. Resumes from the latest checkpoint there unless ``resume=False``.
     ``stop_after_epoch`` ends the process early (as a preemption would) for resume tests."""
     cfg.validate()
-    out = pathlib.Path(out_dir)
+    out, info = pathlib.Path(out_dir), init_distributed()
     ckpt_dir = out / "checkpoints"
-    info = init_distributed()
     device = resolve_device(cfg.device) if not info.is_distributed else info.device
-    seed_everything(cfg.seed + info.rank)
-    data = data or load_dataset(
-        cfg.dataset,
-        data_dir,
-        val_size=cfg.val_size,
-        train_size=cfg.train_size,
-        test_size=cfg.test_size,
-        label_noise=cfg.label_noise,
-        seed=cfg.seed,
-        download=cfg.download,
-    )
-    if cfg.wot.enabled and len(data.y_val) == 0:
-        raise ValueError(
-            "WOT needs a non-empty validation split (val_size must be > 0), got 0 validation images"
-        )
-    model = build_model(cfg, data).to(device)
-    with torch.no_grad():
-        model.eval()
-        probe = next(batches(data.x_train, data.y_train, min(cfg.batch_size, 4), device=device))
-        check_logits(model(probe[0]), len(probe[1]), data.num_classes)
-        model.train()
-    model = wrap_model(model, info)
-    base = _unwrap(model)
-    opt = _make_optimizer(model, cfg)
-    method = create_method(
-        cfg.method,
-        attack=cfg.attack(),
-        attack_mode=cfg.attack_mode,
-        trades_beta=cfg.trades_beta,
-        awp_gamma=cfg.awp_gamma,
-        awp_warmup=cfg.awp_warmup,
-    )
-    wot = WOT(base, cfg.wot) if cfg.wot.enabled else None
-    swa_model = AveragedModel(base) if cfg.swa else None
-    history: list[dict] = []
-    best = {"val_robust_acc": -1.0, "epoch": -1, "stale": 0}
-    best_state: dict[str, torch.Tensor] | None = None
-    best_test_state: dict[str, torch.Tensor] | None = None
-    best_test_acc = -1.0
-    start_epoch = 0
-    swa_started = False
-
-    latest = latest_checkpoint(ckpt_dir) if resume else None
-    if latest is not None:
-        tensors, meta = load_checkpoint(latest)
-        base.load_state_dict(_unprefixed("model", tensors))
-        _load_optimizer(opt, tensors, meta["optimizer"])
-        if wot is not None:
-            wot.load_state(tensors, meta["wot"])
-        if swa_model is not None and meta.get("swa_started"):
-            swa_model.load_state_dict(_unprefixed("swa", tensors))
-        best_state = _unprefixed("best", tensors) or None
-        best_test_state = _unprefixed("besttest", tensors) or None
-        history = list(meta["history"])
-        best_test_acc = float(
-            meta.get("best_test_acc", max((r["test_robust_acc"] for r in history), default=-1.0))
-        )
-        history, best = list(meta["history"]), dict(meta["best"])
-        swa_started = bool(meta.get("swa_started"))
-        start_epoch = int(meta["epoch"]) + 1
-        restore_rng_state(tensors, meta)
-        log.info("resumed from %s at epoch %d", latest, start_epoch)
-
-    out.mkdir(parents=True, exist_ok=True)
-    if info.is_main:
-        write_json(out / "config.json", {"config": config_to_dict(cfg), "data": data.summary()})
-        # keep the per-epoch log consistent with the checkpoint we resumed from
-        (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    writer = JsonlWriter(out / "history.jsonl") if info.is_main else None
-
-    epochs = progress(
-        range(start_epoch, cfg.epochs),
-        desc=f"{cfg.method}{'+wot' if wot else ''}",
-        initial=start_epoch,
-        total=cfg.epochs,
-    )
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        lr = cfg.lr_at(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        if wot is not None and epoch == cfg.wot_start() and not wot.active:
-            wot.start()
-        model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        train_loss, train_correct, train_n, wot_seconds = 0.0, 0, 0, 0.0
-        n_batches = math.ceil(len(data.y_train) / info.world_size / cfg.batch_size)
-        for i, (x, y) in enumerate(
-            progress(
-                batches(data.x_train, data.y_train, cfg.batch_size, shuffle=True, generator=gen, augment=data.augment,
-                        device=device, rank=info.rank, world_size=info.world_size),
-                desc=f"epoch {epoch}", total=n_batches,
-            )
-        ):  # fmt: skip
-            loss, logits = method.loss(model, x, y, epoch)
-            if not torch.isfinite(loss):
-                last = latest_checkpoint(ckpt_dir)
-                raise TrainingDivergedError(
-                    f"training loss became {loss.detach().item()} at epoch {epoch}, batch {i} (lr {lr:g}); "
-                    f"the last good checkpoint is {last if last else 'none (no epoch finished)'}; "
-                    "lower lr or eps and resume"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            method.after_step(model)
-            train_loss += loss.detach().item() * len(y)
-            train_correct += int((logits.detach().argmax(1) == y).sum())
-            train_n += len(y)
-            if wot is not None and wot.record_step():
-                tw = time.perf_counter()
-                _refine(wot, base, cfg, data, device)
-                if info.is_distributed:
-                    _broadcast(base)
-                    wot.start()
-                if cfg.wot.reset_optimizer:
-                    opt = _make_optimizer(model, cfg)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                model.train()
-                wot_seconds += time.perf_counter() - tw
-        train_seconds = time.perf_counter() - t0
-        if swa_model is not None and epoch >= cfg.swa_begin():
-            swa_model.update_parameters(base)
-            swa_started = True
-
-        t1 = time.perf_counter()
-        row = {"epoch": epoch, "lr": lr}
-        row.update(
-            reduce_metrics(
-                {
-                    "train_robust_loss": train_loss / max(train_n, 1),
-                    "train_robust_acc": train_correct / max(train_n, 1),
-                }
-            )
-        )
-        row.update(_evaluate(base, cfg, data, device, ""))
-        swa_due = (epoch + 1) % cfg.swa_eval_every == 0 or epoch == cfg.epochs - 1
-        if swa_model is not None and swa_started and swa_due:
-            swa_eval = copy.deepcopy(swa_model.module)
-            recalibrate_batchnorm(
-                swa_eval,
-                batches(data.x_train, data.y_train, cfg.batch_size, shuffle=False, device=device),
-                max_batches=10**9,
-            )
-            row.update(_evaluate(swa_eval, cfg, data, device, "swa_"))
-        row.update(
-            {
-                "train_seconds": train_seconds,
-                "wot_seconds": wot_seconds,
-                "eval_seconds": time.perf_counter() - t1,
-            }
-        )
-        if "val_robust_acc" in row:
-            if row["val_robust_acc"] > best["val_robust_acc"]:
-                best = {"val_robust_acc": row["val_robust_acc"], "epoch": epoch, "stale": 0}
-                best_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
-            else:
-                best["stale"] += 1
-        if row["test_robust_acc"] > best_test_acc:
-            best_test_acc = row["test_robust_acc"]
-            best_test_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
-        history.append(row)
-        log.info(
-            "epoch %d: train robust %.3f | test clean %.3f robust %.3f%s",
-            epoch, row["train_robust_acc"], row["test_clean_acc"], row["test_robust_acc"],
-            f" | swa robust {row['swa_test_robust_acc']:.3f}" if "swa_test_robust_acc" in row else "",
-        )  # fmt: skip
-
+    configure_determinism(cfg.seed + info.rank)
+    data = data or load_training_data(cfg, data_dir)
+    state = build_run(cfg, data, device, info)
+    state.out_dir = out
+    if resume:
+        resume_run(state, ckpt_dir)
+    writer = _start_outputs(out, cfg, data, state, info)
+    desc = f"{cfg.method}{'+wot' if state.wot else ''}"
+    for epoch in progress(
+        range(state.start_epoch, cfg.epochs), desc=desc, initial=state.start_epoch, total=cfg.epochs
+    ):
+        row = {"epoch": epoch, **train_one_epoch(state, cfg, data, device, info, epoch, ckpt_dir)}
+        if state.swa_model is not None and epoch >= cfg.swa_begin():
+            state.swa_model.update_parameters(state.base)
+            state.swa_started = True
+        row.update(evaluate_epoch(state, cfg, data, device, info, epoch))
+        update_best(state, row, epoch)
+        state.history.append(row)
+        _log_epoch(row)
         if info.is_main:
-            tensors = _prefixed("model", base.state_dict())
-            opt_tensors, opt_meta = _optimizer_state(opt)
-            tensors.update(opt_tensors)
-            meta = {
-                "epoch": epoch,
-                "history": history,
-                "best": best,
-                "best_test_acc": best_test_acc,
-                "optimizer": opt_meta,
-                "swa_started": swa_started,
-            }
-            if wot is not None:
-                tensors.update(wot.state_tensors())
-                meta["wot"] = wot.state_meta()
-            if swa_model is not None and swa_started:
-                tensors.update(_prefixed("swa", swa_model.state_dict()))
-            if best_state is not None:
-                tensors.update(_prefixed("best", best_state))
-            if best_test_state is not None:
-                tensors.update(_prefixed("besttest", best_test_state))
-            rng_tensors, rng_meta = capture_rng_state()
-            tensors.update(rng_tensors)
-            meta.update(rng_meta)
-            save_checkpoint(ckpt_dir, epoch, tensors, meta, keep=cfg.keep_checkpoints)
+            save_run_checkpoint(state, cfg, ckpt_dir, epoch)
             writer.append(row)
-        stop_early = cfg.early_stopping_patience > 0 and best["stale"] >= cfg.early_stopping_patience
-        if stop_early:
-            log.info(
-                "early stopping at epoch %d (best validation robust acc %.3f at epoch %d)",
-                epoch,
-                best["val_robust_acc"],
-                best["epoch"],
-            )
+        stop_early = 0 < cfg.early_stopping_patience <= state.best["stale"]
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return {"stopped_after_epoch": epoch}
         if stop_early:
+            log.info("early stopping at epoch %d (best validation robust acc %.3f at epoch %d)",
+                     epoch, state.best["val_robust_acc"], state.best["epoch"])  # fmt: skip
             break
-
-    states = {"best_val": best_state, "best_test": best_test_state}
-    return _finish(
-        cfg,
-        out,
-        base,
-        swa_model if swa_started else None,
-        states,
-        best,
-        history,
-        data,
-        device,
-        info.is_main,
-        wot,
-    )
+    if info.is_main:
+        save_final_weights(state, cfg, data, device, out)
+    return summarize_run(state, cfg, data, out, info.is_main)
 
 
-def _finish(cfg, out, base, swa_model, states, best, history, data, device, is_main, wot) -> dict:
-    weights = {"last": out / "model_last.safetensors"}
-    result: dict = {"config": config_to_dict(cfg), "data": data.summary(), "epochs_run": len(history)}
-    if is_main:
-        save_weights(weights["last"], base.state_dict())
-        for name, state in states.items():
-            if state is not None:
-                weights[name] = save_weights(out / f"model_{name}.safetensors", state)
-        if swa_model is not None:
-            swa_eval = copy.deepcopy(swa_model.module)
-            recalibrate_batchnorm(
-                swa_eval, batches(data.x_train, data.y_train, cfg.batch_size, device=device), 10**9
-            )
-            weights["swa"] = save_weights(out / "model_swa.safetensors", swa_eval.state_dict())
+def _log_epoch(row: dict) -> None:
+    swa = f" | swa robust {row['swa_test_robust_acc']:.3f}" if "swa_test_robust_acc" in row else ""
+    log.info("epoch %d: train robust %.3f | test clean %.3f robust %.3f%s", row["epoch"],
+             row["train_robust_acc"], row["test_clean_acc"], row["test_robust_acc"], swa)  # fmt: skip
+
+
+# ------------------------------------------------------------------ the end of a run
+def save_final_weights(
+    state: RunState, cfg: TrainConfig, data: DataBundle, device, out: pathlib.Path
+) -> dict:
+    """model_last / model_best_val / model_best_test / model_swa .safetensors."""
+    weights = {"last": save_weights(out / "model_last.safetensors", state.base.state_dict())}
+    for name, best in (("best_val", state.best_state), ("best_test", state.best_test_state)):
+        if best is not None:
+            weights[name] = save_weights(out / f"model_{name}.safetensors", best)
+    if state.swa_model is not None and state.swa_started:
+        swa = swa_for_evaluation(state, cfg, data, device)
+        weights["swa"] = save_weights(out / "model_swa.safetensors", swa.state_dict())
+    return weights
+
+
+def summarize_run(
+    state: RunState, cfg: TrainConfig, data: DataBundle, out: pathlib.Path, is_main: bool
+) -> dict:
+    """result.json (last, best-test, early-stopping, SWA rows, WOT history) and curves.png."""
+    history = state.history
     last = history[-1]
     robust = [r["test_robust_acc"] for r in history]
-    best_test_epoch = max(range(len(robust)), key=robust.__getitem__)
-    result.update(
-        {
-            "last": {k: last[k] for k in ("epoch", "test_clean_acc", "test_robust_acc")},
-            "best_test": {"epoch": history[best_test_epoch]["epoch"], "test_robust_acc": robust[best_test_epoch],
-                          "test_clean_acc": history[best_test_epoch]["test_clean_acc"]},
-            "weights": {k: str(v) for k, v in weights.items()},
-            "metadata": run_metadata(seed=cfg.seed, config=config_to_dict(cfg), packages=("robust-at", "research-systems-core", "torch")),
-        }
-    )  # fmt: skip
-    if best["epoch"] >= 0:
-        row = next(r for r in history if r["epoch"] == best["epoch"])
-        result["early_stopping"] = {"epoch": best["epoch"], "val_robust_acc": best["val_robust_acc"],
+    best_i = max(range(len(robust)), key=robust.__getitem__)
+    names = ["last", "best_val", "best_test", "swa"]
+    result: dict = {
+        "config": config_to_dict(cfg), "data": data.summary(), "epochs_run": len(history),
+        "last": {k: last[k] for k in ("epoch", "test_clean_acc", "test_robust_acc")},
+        "best_test": {"epoch": history[best_i]["epoch"], "test_robust_acc": robust[best_i],
+                      "test_clean_acc": history[best_i]["test_clean_acc"]},
+        "weights": {k: str(out / f"model_{k}.safetensors") for k in names if (out / f"model_{k}.safetensors").is_file()},
+        "metadata": run_metadata(seed=cfg.seed, config=config_to_dict(cfg), packages=("robust-at", "research-systems-core", "torch")),
+    }  # fmt: skip
+    if state.best["epoch"] >= 0:
+        row = next(r for r in history if r["epoch"] == state.best["epoch"])
+        result["early_stopping"] = {"epoch": state.best["epoch"], "val_robust_acc": state.best["val_robust_acc"],
                                     "test_robust_acc": row["test_robust_acc"], "test_clean_acc": row["test_clean_acc"]}  # fmt: skip
     if "swa_test_robust_acc" in last:
         result["swa"] = {
             "test_robust_acc": last["swa_test_robust_acc"],
             "test_clean_acc": last["swa_test_clean_acc"],
         }
-    if wot is not None:
-        result["wot"] = {"refinements": wot.refinements, "history": wot.history}
+    if state.wot is not None:
+        result["wot"] = {"refinements": state.wot.refinements, "groups": state.wot.group_names,
+                         "history": state.wot.history}  # fmt: skip
     if is_main:
         write_json(out / "result.json", result)
-        epochs = [r["epoch"] for r in history]
-        curves = {
-            "train robust (PGD, noisy labels)" if cfg.label_noise else "train robust": (epochs, [r["train_robust_acc"] for r in history]),
-            f"test robust (PGD-{cfg.eval_steps})": (epochs, robust),
-            "test clean": (epochs, [r["test_clean_acc"] for r in history]),
-        }  # fmt: skip
-        if "val_robust_acc" in last:
-            curves["val robust"] = (epochs, [r["val_robust_acc"] for r in history])
-        plot_curves(
-            out / "curves.png",
-            curves,
-            "epoch",
-            "accuracy",
-            title=f"{cfg.method}{' + WOT' if wot else ''} on {cfg.dataset}",
-        )
+        _plot_history(out, cfg, history, state.wot is not None)
     return result
+
+
+def _plot_history(out: pathlib.Path, cfg: TrainConfig, history: list[dict], with_wot: bool) -> None:
+    epochs = [r["epoch"] for r in history]
+    label = "train robust (PGD, noisy labels)" if cfg.label_noise else "train robust"
+    curves = {
+        label: (epochs, [r["train_robust_acc"] for r in history]),
+        f"test robust (PGD-{cfg.eval_steps})": (epochs, [r["test_robust_acc"] for r in history]),
+        "test clean": (epochs, [r["test_clean_acc"] for r in history]),
+    }
+    if "val_robust_acc" in history[-1]:
+        curves["val robust"] = (epochs, [r["val_robust_acc"] for r in history])
+    title = f"{cfg.method}{' + WOT' if with_wot else ''} on {cfg.dataset}"
+    plot_curves(out / "curves.png", curves, "epoch", "accuracy", title=title)

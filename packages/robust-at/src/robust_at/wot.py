@@ -20,27 +20,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from research_systems_core.batchnorm import recalibrate_batchnorm
 from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 
 __all__ = [
     "GROUPINGS",
     "INITS",
+    "META_LOSSES",
     "WOT",
     "WOTConfig",
+    "describe_groups",
     "parameter_groups",
-    "recalibrate_batchnorm",
 ]
 
 log = logging.getLogger(__name__)
 
 GROUPINGS = ("model", "block", "layer")
 INITS = ("zero", "one", "random")
+META_LOSSES = ("ce", "kl")
 Batch = tuple[torch.Tensor, torch.Tensor]
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -57,9 +61,13 @@ class WOTConfig:
     lr: float = 0.1  # SGD on the weights
     momentum: float = 0.9
     passes: int = 10  # passes over the validation split per refinement
-    start_epoch: int = -1  # -1: at the first learning-rate decay
+    start_epoch: int = -1  # -1: at the first learning-rate decay (reference MetaStartEpoch: 50)
     bn_batches: int = 400  # BatchNorm recalibration batches (capped at one pass); 0 = off
-    train_mode: bool = False  # BatchNorm in train mode while learning the weights
+    train_mode_epoch: int = 150  # BatchNorm in train mode while learning the weights from here on; -1 never
+    times: int = 2  # the gap is multiplied by this once, at the first refinement from times_epoch on
+    times_epoch: int = 150  # the reference hard-codes 150
+    meta_loss: str = "ce"  # "ce": CE on attacked inputs; "kl": KL(p(x) || p(x_adv)) (reference option)
+    save_trajectory: bool = False  # write the window before each refinement to wot_trajectory.safetensors
     reset_optimizer: bool = True  # recreate the training optimizer after a refinement
     momentum_per_tensor: bool = False  # reference quirk: momentum/weight update per parameter tensor
     reset_momentum_each_pass: bool = False  # reference quirk: weight momentum zeroed every pass
@@ -77,70 +85,118 @@ class WOTConfig:
         check_int("wot.passes", self.passes, minimum=1)
         check_int("wot.start_epoch", self.start_epoch, minimum=-1)
         check_int("wot.bn_batches", self.bn_batches, minimum=0)
+        check_int("wot.train_mode_epoch", self.train_mode_epoch, minimum=-1)
+        check_int("wot.times", self.times, minimum=1)
+        check_int("wot.times_epoch", self.times_epoch, minimum=0)
+        check_choice("wot.meta_loss", self.meta_loss, META_LOSSES)
+
+    def train_mode_at(self, epoch: int) -> bool:
+        """Whether BatchNorm runs in train mode while the weights are learned at ``epoch``."""
+        return 0 <= self.train_mode_epoch <= epoch
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
+def _has_params(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+def _core(model: nn.Module) -> tuple[str, nn.Module]:
+    """Descend through wrappers (DDP, ``Sequential(Normalize, net)``) whose parameters all live in
+    one child; returns (name prefix, the module that holds the stages)."""
+    prefix, module = "", _unwrap(model)
+    while getattr(module, "wot_blocks", None) is None and getattr(module, "feature_info", None) is None:
+        own = any(p.requires_grad for p in module.parameters(recurse=False))
+        owners = [(n, c) for n, c in module.named_children() if _has_params(c)]
+        if own or len(owners) != 1:
+            break
+        name, module = owners[0]
+        prefix = f"{prefix}{name}."
+    return prefix, module
+
+
+def _stage_names(module: nn.Module) -> list[str | tuple[str, ...]]:
+    """The top-level stages: ``wot_blocks``, else timm's ``feature_info`` modules, else children."""
+    blocks = getattr(module, "wot_blocks", None)
+    if blocks is not None:
+        return list(blocks)
+    info = getattr(module, "feature_info", None)
+    if info is not None:
+        names = info.module_name() if hasattr(info, "module_name") else [f["module"] for f in info]
+        return [n for n in dict.fromkeys(names) if _has_params(module.get_submodule(n))]
+    return [n for n, c in module.named_children() if _has_params(c)]
+
+
+def _block_index(names: list[str], prefix: str, stages: list) -> tuple[list[int], list[str]]:
+    """Group index per parameter: its stage; parameters before the first stage form ``stem``,
+    after the last ``head`` (timm models list only their feature stages)."""
+    prefixes = [(b,) if isinstance(b, str) else tuple(b) for b in stages]
+    hits: list[int | None] = []
+    for name in names:
+        local = name[len(prefix) :] if name.startswith(prefix) else name
+        found = [
+            i for i, qs in enumerate(prefixes) if any(local == q or local.startswith(q + ".") for q in qs)
+        ]
+        hits.append(found[0] if found else None)
+    labels = ["+".join(p) for p in prefixes]
+    matched = [i for i, h in enumerate(hits) if h is not None]
+    if not matched:
+        return [0] * len(names), ["model"]
+    first, last = matched[0], matched[-1]
+    keys = []
+    for i, h in enumerate(hits):
+        if h is not None:
+            keys.append(labels[h])
+        elif i < first:
+            keys.append("stem")
+        elif i > last:
+            keys.append("head")
+        else:
+            raise ValueError(f"parameter {names[i]!r} lies between stages but belongs to none of {labels}")
+    order = list(dict.fromkeys(keys))
+    return [order.index(k) for k in keys], order
+
+
 def parameter_groups(model: nn.Module, grouping: str) -> tuple[list[str], list[int], list[str]]:
     """(parameter names, group index per parameter, group names) for a WOT layer grouping.
 
-    ``model``: one group (WOT-W). ``block``: the model's ``wot_blocks`` (or its top-level
-    children owning parameters). ``layer``: one group per module that owns parameters.
+    ``model``: one group (WOT-W). ``block`` (WOT-B): the model's top-level stages: its
+    ``wot_blocks`` if it declares them, else timm's ``feature_info`` stage modules (with the
+    parameters before them as ``stem`` and after them as ``head``), else its children in order;
+    wrappers such as ``Sequential(Normalize, net)`` are looked through. ``layer``: one group per
+    module that owns parameters. WOT-B on a model with a single group is an error.
     """
     check_choice("grouping", grouping, GROUPINGS)
     base = _unwrap(model)
     names = [n for n, p in base.named_parameters() if p.requires_grad]
+    if not names:
+        raise ValueError("WOT needs a model with trainable parameters, got none")
     if grouping == "model":
         return names, [0] * len(names), ["model"]
     if grouping == "layer":
         modules = [n.rsplit(".", 1)[0] if "." in n else "" for n in names]
         order = list(dict.fromkeys(modules))
         return names, [order.index(m) for m in modules], order
-    blocks = getattr(base, "wot_blocks", None)
-    if blocks is None:
-        blocks = [c for c, m in base.named_children() if any(p.requires_grad for p in m.parameters())]
-    block_prefixes = [(b,) if isinstance(b, str) else tuple(b) for b in blocks]
-    index = []
-    for name in names:
-        hit = [
-            i
-            for i, prefixes in enumerate(block_prefixes)
-            if any(name == q or name.startswith(q + ".") for q in prefixes)
-        ]
-        if not hit:
-            raise ValueError(f"parameter {name!r} belongs to none of the model's wot_blocks {blocks}")
-        index.append(hit[0])
-    return names, index, ["+".join(p) for p in block_prefixes]
+    prefix, core = _core(base)
+    index, labels = _block_index(names, prefix, _stage_names(core))
+    if len(labels) < 2:
+        raise ValueError(
+            f"wot.grouping='block' (WOT-B) found only one block group ({labels[0]!r}) in "
+            f"{type(core).__name__}; use wot.grouping=model (WOT-W) or give the model a wot_blocks list"
+        )
+    return names, index, labels
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], max_batches: int) -> int:
-    """Recompute BatchNorm running statistics as the sample-weighted average over up to
-    ``max_batches`` batches (clean inputs, train-mode forward). Returns the batches used."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or max_batches == 0:
-        return 0
-    was_training = model.training
-    momenta = {m: m.momentum for m in bns}
-    for m in bns:
-        m.reset_running_stats()
-    model.train()
-    seen, used = 0, 0
-    for x, _ in batches:
-        if used >= max_batches:
-            break
-        b = x.shape[0]
-        for m in bns:
-            m.momentum = b / (seen + b)
-        model(x)
-        seen += b
-        used += 1
-    for m, momentum in momenta.items():
-        m.momentum = momentum
-    model.train(was_training)
-    return used
+def describe_groups(model: nn.Module, grouping: str) -> str:
+    """One line per group: name and parameter count (printed at the start of a WOT run)."""
+    names, index, labels = parameter_groups(model, grouping)
+    params = dict(_unwrap(model).named_parameters())
+    counts = [0] * len(labels)
+    for name, g in zip(names, index, strict=True):
+        counts[g] += params[name].numel()
+    return "; ".join(f"{label}: {c:,} params" for label, c in zip(labels, counts, strict=True))
 
 
 class WOT:
@@ -155,6 +211,7 @@ class WOT:
         self.snapshots: list[list[torch.Tensor]] = []
         self.steps = 0
         self.refinements = 0
+        self.gap = config.gap  # multiplied by ``times`` once (reference: at epoch 150)
         self.history: list[dict] = []
 
     def _params(self, model: nn.Module) -> list[nn.Parameter]:
@@ -180,7 +237,7 @@ class WOT:
         if not self.active:
             return False
         self.steps += 1
-        if self.steps % self.config.gap == 0:
+        if self.steps % self.gap == 0:
             self.snapshots.append([p.detach().clone() for p in self.params])
         return len(self.snapshots) == self.config.num_gaps + 1
 
@@ -222,12 +279,18 @@ class WOT:
         for p, theta in zip(self.params, self.combine(weights), strict=True):
             p.copy_(theta)
 
+    def _dots(self, grads: list[torch.Tensor], deltas: list[list[torch.Tensor]]) -> torch.Tensor:
+        """<d_j[p], dL/dp> for every delta j and parameter p, (deltas, params) float64 on the CPU;
+        one device-to-host copy per batch."""
+        dots = torch.stack(
+            [torch.stack([torch.sum(d * g) for d, g in zip(delta, grads, strict=True)]) for delta in deltas]
+        )
+        return dots.detach().cpu().double()
+
     def weight_gradient(self, grads: list[torch.Tensor], deltas: list[list[torch.Tensor]]) -> torch.Tensor:
         """dL/dW[j, g] = sum over parameters p in group g of <d_j[p], dL/dp>."""
         out = torch.zeros(len(deltas), self.num_groups, dtype=torch.float64)
-        for j, delta in enumerate(deltas):
-            for i, g in enumerate(self.group_of):
-                out[j, g] += float(torch.sum(delta[i] * grads[i]))
+        out.index_add_(1, self.group_index, self._dots(grads, deltas))
         return out.float()
 
     def update_weights(
@@ -237,17 +300,65 @@ class WOT:
         grads: list[torch.Tensor],
         deltas: list[list[torch.Tensor]],
     ) -> torch.Tensor:
-        """One momentum-SGD step on the weights, then clamp to [0, 1]; ``buffer`` is updated in place."""
+        """One momentum-SGD step on the weights, then clamp to [0, 1]; ``buffer`` is updated in place.
+
+        With ``momentum_per_tensor`` (the reference's update) the momentum and the weight are
+        updated once per parameter tensor, in parameter order, each delta in turn."""
         lr, mu = self.config.lr, self.config.momentum
         if not self.config.momentum_per_tensor:
             buffer.mul_(mu).add_(self.weight_gradient(grads, deltas))
             return (weights - lr * buffer).clamp(0.0, 1.0)
-        weights = weights.clone()  # reference quirk: one momentum/weight update per parameter tensor
+        dots = self._dots(grads, deltas).float()
+        weights = weights.clone()
         for i, g in enumerate(self.group_of):
-            for j, delta in enumerate(deltas):
-                buffer[j, g] = buffer[j, g] * mu + float(torch.sum(delta[i] * grads[i]))
+            for j in range(len(deltas)):
+                buffer[j, g] = buffer[j, g] * mu + dots[j, i]
                 weights[j, g] = weights[j, g] - lr * buffer[j, g]
         return weights.clamp(0.0, 1.0)
+
+    def meta_loss(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor):
+        """(loss, logits on x_adv): CE on the attacked inputs, or the reference's ``kl`` option
+        KL(p(x) || p(x_adv)) with batch-mean reduction (gradient through both terms)."""
+        logits = model(x_adv)
+        if self.config.meta_loss == "ce":
+            return F.cross_entropy(logits, y), logits
+        clean = model(x)
+        loss = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(clean, dim=1), reduction="batchmean")
+        return loss, logits
+
+    def learn_weights(
+        self,
+        model: nn.Module,
+        val_batches: Callable[[], Iterable[Batch]],
+        attack: AttackFn | None,
+        generator: torch.Generator | None = None,
+        amp: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> tuple[torch.Tensor, dict]:
+        """SGD with momentum on W over ``passes`` passes of the attacked validation batches;
+        the model's parameters end at theta(W). Returns W and last-pass statistics."""
+        cfg = self.config
+        deltas = self.deltas()
+        weights = self.initial_weights(generator)
+        buffer = torch.zeros_like(weights)
+        self.load_weights(weights)
+        stats = {"loss": 0.0, "correct": 0, "seen": 0}
+        for _ in range(cfg.passes):
+            if cfg.reset_momentum_each_pass:
+                buffer.zero_()
+            stats = {"loss": 0.0, "correct": 0, "seen": 0}
+            for x, y in val_batches():
+                with amp():
+                    x_in = attack(model, x, y) if attack is not None else x
+                    loss, logits = self.meta_loss(model, x, x_in, y)
+                grads = torch.autograd.grad(loss, self.params)
+                weights = self.update_weights(weights, buffer, list(grads), deltas)
+                self.load_weights(weights)
+                stats["loss"] += loss.detach().float() * y.shape[0]
+                stats["correct"] += (logits.detach().argmax(1) == y).sum()
+                stats["seen"] += y.shape[0]
+        if stats["seen"] == 0:
+            raise ValueError("WOT needs a non-empty validation split (val_size must be > 0 when WOT is on)")
+        return weights, {k: float(v) for k, v in stats.items()}
 
     def refine(
         self,
@@ -256,56 +367,47 @@ class WOT:
         attack: AttackFn | None,
         bn_batches: Callable[[], Iterable[Batch]] | None = None,
         generator: torch.Generator | None = None,
+        *,
+        epoch: int = 0,
+        amp: Callable[[], AbstractContextManager] = nullcontext,
     ) -> torch.Tensor:
-        """Learn the weights on the (attacked) validation batches, move the model to
-        theta(W), recalibrate BatchNorm and start a new trajectory window from there."""
+        """Learn the weights on the (attacked) validation batches (BatchNorm in train mode from
+        ``wot.train_mode_epoch`` on), move the model to theta(W), recalibrate BatchNorm, multiply
+        the gap by ``times`` once from ``times_epoch`` on, and start a new window from there."""
         if len(self.snapshots) < 2:
             raise RuntimeError(
                 "WOT.refine needs at least one recorded delta; call start() and record_step() first"
             )
         cfg = self.config
-        deltas = self.deltas()
-        weights = self.initial_weights(generator)
-        buffer = torch.zeros_like(weights)
         was_training = model.training
-        model.train(cfg.train_mode)
-        self.load_weights(weights)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for _ in range(cfg.passes):
-            if cfg.reset_momentum_each_pass:
-                buffer.zero_()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for x, y in val_batches():
-                x_in = attack(model, x, y) if attack is not None else x
-                logits = model(x_in)
-                loss = F.cross_entropy(logits, y)
-                grads = torch.autograd.grad(loss, self.params)
-                weights = self.update_weights(weights, buffer, list(grads), deltas)
-                self.load_weights(weights)
-                loss_sum += loss.detach().item() * y.shape[0]
-                correct += int((logits.argmax(1) == y).sum())
-                seen += y.shape[0]
-        if seen == 0:
-            raise ValueError("WOT needs a non-empty validation split (val_size must be > 0 when WOT is on)")
-        used = 0
+        model.train(cfg.train_mode_at(epoch))
+        weights, stats = self.learn_weights(model, val_batches, attack, generator, amp)
+        if not bool(torch.isfinite(weights).all()):
+            raise FloatingPointError(f"WOT weights became non-finite: {weights.tolist()}")
+        samples = 0
         if bn_batches is not None and cfg.bn_batches > 0:
-            used = recalibrate_batchnorm(model, bn_batches(), cfg.bn_batches)
+            samples = recalibrate_batchnorm(model, bn_batches(), max_batches=cfg.bn_batches)
         model.train(was_training)
         self.refinements += 1
+        if epoch >= cfg.times_epoch and self.gap == cfg.gap and cfg.times > 1:
+            self.gap = cfg.gap * cfg.times
+            log.info("WOT gap multiplied by %d to %d steps (epoch %d)", cfg.times, self.gap, epoch)
         self.history.append(
             {
                 "refinement": self.refinements,
+                "epoch": epoch,
                 "weights": weights.tolist(),
-                "val_robust_loss_last_pass": loss_sum / seen,
-                "val_robust_acc_last_pass": correct / seen,
-                "bn_batches": used,
+                "val_robust_loss_last_pass": stats["loss"] / stats["seen"],
+                "val_robust_acc_last_pass": stats["correct"] / stats["seen"],
+                "bn_samples": samples,
+                "train_mode": cfg.train_mode_at(epoch),
             }
         )
         log.info(
             "WOT refinement %d: mean weight %.3f, val robust acc (last pass) %.3f",
             self.refinements,
             float(weights.mean()),
-            correct / seen,
+            stats["correct"] / stats["seen"],
         )
         self.start()
         return weights
@@ -320,6 +422,7 @@ class WOT:
         return {
             "steps": self.steps,
             "refinements": self.refinements,
+            "gap": self.gap,
             "snapshots": len(self.snapshots),
             "history": self.history,
         }
@@ -327,6 +430,7 @@ class WOT:
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         self.steps = int(meta["steps"])
         self.refinements = int(meta["refinements"])
+        self.gap = int(meta["gap"])
         self.history = list(meta["history"])
         self.snapshots = [
             [tensors[f"wot.snapshot.{k}.{i}"].to(self.params[i].device) for i in range(len(self.params))]
