@@ -1,31 +1,40 @@
 """Chase: channel-aware dynamic sparse training (Yin et al., 2023).
 
-On top of unstructured DST (:class:`~sparse_dst.masking.Masking`), Chase scores every output
-channel that surgery can remove, and every ``channel_interval`` steps removes the lowest-scored
-channels until the fraction of removed channels follows a cubic schedule up to ``Sc`` at
-``channel_end``. Ranking is global, with a per-layer floor of ``beta * out_channels * (1 - Sc)``
-channels. The parameter budget stays constant, so surviving channels become denser.
-``finalize()`` slices the removed channels away and returns a genuinely smaller model.
+On top of unstructured DST (:class:`~sparse_dst.masking.Masking`), Chase scores every channel
+group that surgery can remove (see :mod:`sparse_dst.tracing`: channels tied by residual additions,
+concatenations and depthwise convolutions form one group), and every ``channel_interval`` steps
+removes the lowest-scored channels until the fraction of removed channels follows a cubic schedule
+up to ``Sc`` at ``channel_end``. Ranking is global, with a per-group floor of
+``beta * size * (1 - Sc)`` channels. The parameter budget stays constant, so surviving channels
+become denser. ``finalize()`` slices the removed channels away and returns a genuinely smaller
+model, after checking that it computes what the masked model computes.
+
+Group score: the *mean* of the members' UMM scores (each producer or depthwise conv whose weight
+rows hold the channel counts once). Averaging keeps a group's score on the scale of a single
+layer's UMM, so tied and untied channels compete fairly in the one global ranking; a sum would grow
+with the number of tied layers (up to 7 convolutions share a ResNet-50 stage's residual channels)
+and residual channels would practically never be removed.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from research_systems_core.batchnorm import recalibrate_batchnorm
 from research_systems_core.masks import MaskSet
 from research_systems_core.validation import check_choice, check_int, check_range
 from sparse_dst.masking import DSTConfig, Masking
 from sparse_dst.schedules import cubic_sparsity
 from sparse_dst.scores import SCORE_METHODS, channel_scores
-from sparse_dst.surgery import recalibrate_batchnorm, remove_channels
-from sparse_dst.tracing import ChannelGroup, UnsupportedGraphError, find_channel_groups
+from sparse_dst.surgery import remove_channels
+from sparse_dst.tracing import ChannelGroup, UnsupportedGraphError, analyse, default_example_input
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +44,9 @@ class ChaseConfig(DSTConfig):
     """DST settings plus the channel schedule.
 
     ``channel_end_fraction`` is the fraction of training at which ``channel_sparsity`` is reached
-    (the reference's ``stop_gmp_epochs``); ``beta`` sets the per-layer floor (``minumum_ratio``).
+    (the reference's ``stop_gmp_epochs``); ``beta`` sets the per-group floor (``minumum_ratio``);
+    ``equivalence_tolerance`` bounds the relative difference between the slim and the masked
+    model's outputs that ``finalize`` accepts.
     """
 
     channel_sparsity: float = 0.5
@@ -44,6 +55,7 @@ class ChaseConfig(DSTConfig):
     channel_start_fraction: float = 0.0
     channel_end_fraction: float = 0.6
     beta: float = 0.5
+    equivalence_tolerance: float = 1e-4
 
     def validate(self) -> ChaseConfig:
         super().validate()
@@ -58,6 +70,7 @@ class ChaseConfig(DSTConfig):
                 f"got {self.channel_end_fraction}"
             )
         check_range("beta", self.beta, 0.0, 1.0)
+        check_range("equivalence_tolerance", self.equivalence_tolerance, 0.0, 1.0, low_inclusive=False)
         return self
 
 
@@ -103,27 +116,30 @@ class Chase(Masking):
         config: ChaseConfig,
         total_steps: int,
         groups: Iterable[ChannelGroup] | None = None,
+        example_input: torch.Tensor | None = None,
     ):
         super().__init__(model, optimizer, config, total_steps)
+        if example_input is None:
+            example_input = default_example_input(model)
+        self.example_input = example_input[:2].detach().cpu().clone()
         if groups is None:
-            groups, skipped = find_channel_groups(model)
+            groups, skipped = analyse(model, example_input)
         else:
             skipped = {}
-        self.groups = [g for g in groups if g.weight in self.params and f"{g.consumer}.weight" in self.params]
+        self.skipped = skipped
+        self.groups = [
+            g for g in groups if all(f"{s.module}.weight" in self.params for s in g.slots if s.role != "norm")
+        ]
         if config.channel_sparsity > 0 and not self.groups:
             reasons = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:4])
             raise UnsupportedGraphError(
-                f"{type(model).__name__} has no channel that surgery can remove ({reasons}); "
-                "Chase needs conv/linear layers feeding exactly one conv/linear through channel-wise ops"
+                f"{type(model).__name__} has no channel that surgery can remove ({reasons})"
             )
-        self.keep = {
-            g.producer: torch.ones(self.params[g.weight].shape[0], dtype=torch.bool) for g in self.groups
-        }
+        self.by_name = {g.name: g for g in self.groups}
+        self.keep = {g.name: torch.ones(g.size, dtype=torch.bool) for g in self.groups}
         self.baseline_channels = sum(len(k) for k in self.keep.values())
         sc = config.channel_sparsity
-        self.floors = {
-            g.producer: max(1, int(config.beta * len(self.keep[g.producer]) * (1 - sc))) for g in self.groups
-        }
+        self.floors = {g.name: max(1, int(config.beta * g.size * (1 - sc))) for g in self.groups}
         self.channel_history: list[dict[str, Any]] = []
         self.finalized = False
 
@@ -145,18 +161,17 @@ class Chase(Masking):
     def alive_channels(self) -> int:
         return sum(int(k.sum()) for k in self.keep.values())
 
-    def step(self) -> None:
+    def step(self, optimizer_step: Callable[[], Any] | None = None) -> None:
         due = self._channel_due(self.step_count + 1)
         update_due = self._update_due(self.step_count + 1)
         grads = self._dense_grads(list(self.masks)) if due or update_due else {}
-        self.optimizer.step()
+        (optimizer_step or self.optimizer.step)()
         self.step_count += 1
         if update_due:
             self.update_topology(grads)
         if due:
             self.remove_scheduled_channels(grads)
-        if self.config.memory_bound and self.step_count == self.stop_step:
-            self.settle()
+        self._settle_if_due()
 
     def _channel_due(self, step: int) -> bool:
         if self.finalized or self.config.channel_sparsity == 0 or step <= self.channel_start:
@@ -166,13 +181,19 @@ class Chase(Masking):
         )
 
     def channel_scores(self) -> dict[str, torch.Tensor]:
-        """UMM or MMM score of every output channel of every removable layer."""
-        return {
-            g.producer: channel_scores(
-                self.params[g.weight], self.masks[g.weight], self.config.channel_score
-            ).cpu()
-            for g in self.groups
-        }
+        """UMM or MMM score of every channel of every removable group (mean over its members)."""
+        out = {}
+        for g in self.groups:
+            total = torch.zeros(g.size)
+            for slot in g.scored:
+                name = f"{slot.module}.weight"
+                rows = slice(slot.offset, slot.offset + g.size)
+                scores = channel_scores(
+                    self.params[name][rows], self.masks[name][rows], self.config.channel_score
+                )
+                total += scores.float().cpu()
+            out[g.name] = total / len(g.scored)
+        return out
 
     @torch.no_grad()
     def remove_scheduled_channels(self, grads: dict[str, torch.Tensor] | None = None) -> int:
@@ -198,20 +219,24 @@ class Chase(Masking):
     def remove_channel_indices(
         self, chosen: dict[str, list[int]], grads: dict[str, torch.Tensor] | None = None
     ) -> int:
-        """Mask the given output channels (producer rows, consumer columns) and rebalance the budget."""
-        by_producer = {g.producer: g for g in self.groups}
+        """Mask the given channels in every member of their groups and rebalance the budget."""
         total = 0
-        for producer, channels in chosen.items():
+        for name, channels in chosen.items():
             if not channels:
                 continue
-            group = by_producer[producer]
+            group = self.by_name[name]
             index = torch.tensor(channels, dtype=torch.long)
-            self.keep[producer][index] = False
-            self.allowed[group.weight][index.to(self.allowed[group.weight].device)] = False
-            consumer = self.allowed[f"{group.consumer}.weight"]
-            f = group.features_per_channel
-            cols = (index[:, None] * f + torch.arange(f)[None, :]).flatten().to(consumer.device)
-            consumer[:, cols] = False
+            self.keep[name][index] = False
+            for slot in group.slots:
+                if slot.role == "norm":
+                    continue
+                allowed = self.allowed[f"{slot.module}.weight"]
+                if slot.role in ("out", "dw"):
+                    allowed[(index + slot.offset).to(allowed.device)] = False
+                else:
+                    f = slot.fpc
+                    cols = ((index[:, None] + slot.offset) * f + torch.arange(f)[None, :]).flatten()
+                    allowed[:, cols.to(allowed.device)] = False
             total += len(channels)
         if total:
             self.rebalance(grads)
@@ -222,22 +247,54 @@ class Chase(Masking):
         return {p: k.clone() for p, k in self.keep.items() if not bool(k.all())}
 
     @torch.no_grad()
-    def finalize(self, calibration: Iterable[torch.Tensor] | None = None) -> nn.Module:
+    def finalize(self, calibration: Iterable[Any] | None = None, max_batches: int = 50) -> nn.Module:
         """Return the slim model (a copy with the removed channels sliced away).
 
-        With ``calibration`` batches the BatchNorm statistics of the slim model are recomputed.
+        The slim model's outputs on the stored example input are compared with the masked
+        model's (both in eval mode) before anything else happens; a disagreement beyond
+        ``equivalence_tolerance`` raises RuntimeError instead of returning a wrong model. With
+        ``calibration`` batches the slim model's BatchNorm statistics are then recomputed.
         Finalizing twice is refused.
         """
         if self.finalized:
             raise RuntimeError("Chase.finalize() was already called; the slim model exists")
         self.maskset.apply(self.model)
         slim = remove_channels(self.model, self.removed_channels(), self.groups)
+        self.equivalence_error = self.check_equivalence(slim)
         self.slim_masks = self._slim_maskset(slim)
         if calibration is not None:
-            recalibrate_batchnorm(slim, calibration)
+            recalibrate_batchnorm(slim, calibration, max_batches=max_batches)
         self.finalized = True
         self.handle.remove()
         return slim
+
+    @torch.no_grad()
+    def check_equivalence(self, slim: nn.Module) -> float:
+        """Relative max difference of slim vs masked outputs; RuntimeError above the tolerance."""
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        slim_mode = slim.training
+        slim.eval()
+        try:
+            device = next(self.model.parameters()).device
+            x = self.example_input.to(device)
+            masked, small = self.model(x), slim(x)
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+            slim.train(slim_mode)
+        if masked.shape != small.shape:
+            raise RuntimeError(
+                f"slim model output shape {tuple(small.shape)} != masked {tuple(masked.shape)}"
+            )
+        scale = float(masked.abs().max()) + 1e-12
+        error = float((masked - small).abs().max()) / scale
+        if not error <= self.config.equivalence_tolerance:
+            raise RuntimeError(
+                f"the slim model disagrees with the masked model (relative max difference {error:.3g} > "
+                f"{self.config.equivalence_tolerance}); this is a bug in the channel analysis, please report it"
+            )
+        return error
 
     def _slim_maskset(self, slim: nn.Module) -> MaskSet:
         """The masks restricted to the surviving rows and columns (matches the slim model)."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,9 +36,15 @@ GROW_MODES = ("gradient", "random")
 class DSTConfig:
     """Settings of unstructured dynamic sparse training.
 
-    ``grow="gradient"`` is RigL, ``grow="random"`` is SET. ``memory_bound`` switches to the
-    MEST-style soft memory bound: each update first drops the weights above the budget, then
-    grows ``update_rate`` extra ones that train until the next update (grow-then-prune).
+    ``grow="gradient"`` is RigL, ``grow="random"`` is SET; ``prune="global"`` ranks magnitudes
+    (and gradients for growth) across all sparse layers at once, as the reference scripts do.
+    ``memory_bound`` switches on the MEST soft memory bound of the reference code until
+    ``memory_bound_end_fraction`` of training: each update first prunes back to the budget, then
+    grows ``memory_bound_rate`` x (all prunable weights) extra weights, that fraction
+    cosine-decayed to 0 over the phase (the reference's ``death_rate`` decay from
+    ``density + death_rate`` to ``density``); the extra weights train until the next update.
+    After the phase, updates are plain prune-and-grow (the reference's ``--mest_dst``).
+    ``debug`` checks the mask invariants after every update (also on with ``SPARSE_DST_DEBUG=1``).
     """
 
     density: float = 0.1
@@ -50,7 +58,10 @@ class DSTConfig:
     memory_bound: bool = False
     dense_first: bool = False
     dense_last: bool = False
+    memory_bound_rate: float = 0.05
+    memory_bound_end_fraction: float = 0.8
     seed: int = 0
+    debug: bool = False
 
     def validate(self) -> DSTConfig:
         check_range("density", self.density, 0.0, 1.0, low_inclusive=False)
@@ -61,16 +72,51 @@ class DSTConfig:
         check_range("stop_fraction", self.stop_fraction, 0.0, 1.0)
         check_choice("prune", self.prune, PRUNE_MODES)
         check_choice("grow", self.grow, GROW_MODES)
+        check_range("memory_bound_rate", self.memory_bound_rate, 0.0, 1.0)
+        check_range("memory_bound_end_fraction", self.memory_bound_end_fraction, 0.0, 1.0)
+        if self.final_update_rate > self.update_rate:
+            raise ValueError(
+                f"final_update_rate ({self.final_update_rate}) must not exceed update_rate ({self.update_rate}): "
+                "the rate is annealed downwards"
+            )
+        if self.memory_bound and self.memory_bound_end_fraction > self.stop_fraction:
+            raise ValueError(
+                f"memory_bound_end_fraction ({self.memory_bound_end_fraction}) must be <= stop_fraction "
+                f"({self.stop_fraction}): the topology is frozen at stop_fraction"
+            )
+        if self.memory_bound and self.density + self.memory_bound_rate > 1.0:
+            raise ValueError(
+                f"density + memory_bound_rate = {self.density + self.memory_bound_rate} exceeds 1: "
+                "the soft memory bound cannot grow past a dense network"
+            )
         return self
 
 
+SPARSE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Weights of every Conv2d and Linear layer, in module order."""
-    return {
-        f"{name}.weight": module.weight
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d | nn.Linear)
-    }
+    """Weights of every Conv1d/2d/3d and Linear layer, in module order.
+
+    Transposed convolutions are refused by name (their weight is laid out (in, out, ...), which
+    the channel machinery does not handle); other weight-bearing modules (embeddings, attention
+    projections held as raw parameters) stay dense and are named in a warning.
+    """
+    out: dict[str, nn.Parameter] = {}
+    dense: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            raise ValueError(
+                f"layer {name!r} is a {type(module).__name__}: sparse-dst sparsifies Conv1d/Conv2d/Conv3d "
+                "and Linear layers only; replace it or wrap the rest of the model"
+            )
+        if isinstance(module, SPARSE_LAYERS):
+            out[f"{name}.weight"] = module.weight
+        elif isinstance(module, nn.Embedding | nn.EmbeddingBag | nn.MultiheadAttention | nn.RNNBase):
+            dense.append(f"{name} ({type(module).__name__})")
+    if dense:
+        log.warning("left dense (not sparsified): %s", ", ".join(dense))
+    return out
 
 
 def _alive_shape(allowed: torch.Tensor) -> tuple[int, ...]:
@@ -122,6 +168,7 @@ class Masking:
             densities = {n: densities[n] for n in shapes}
         self.maskset = MaskSet.random(shapes, densities, generator=self.generator)
         self.maskset = self.maskset.to(next(iter(self.params.values())).device)
+        self.n_prunable = sum(p.numel() for p in self.params.values())
         self.targets = {n: int(m.sum()) for n, m in self.maskset.masks.items()}
         self.budget = sum(self.targets.values())
         self._capacity_cache: dict[str, int] = {}
@@ -158,16 +205,36 @@ class Masking:
         )
 
     # ------------------------------------------------------------------ training step
-    def step(self) -> None:
-        """``optimizer.step()`` then, every ``update_frequency`` steps, a prune-and-grow update."""
+    def step(self, optimizer_step: Callable[[], Any] | None = None) -> None:
+        """``optimizer.step()`` (or ``optimizer_step()``, e.g. a GradScaler's) then, every
+        ``update_frequency`` steps, a prune-and-grow update."""
         due = self._update_due(self.step_count + 1)
         grads = self._dense_grads(self.sparse_names()) if due else {}
-        self.optimizer.step()
+        (optimizer_step or self.optimizer.step)()
         self.step_count += 1
         if due:
             self.update_topology(grads)
-        if self.config.memory_bound and self.step_count == self.stop_step:
+        self._settle_if_due()
+
+    def _settle_if_due(self) -> None:
+        """End of the soft memory bound (or of all updates): prune back to the budget."""
+        if self.config.memory_bound and self.step_count in (self.memory_bound_end, self.stop_step):
             self.settle()
+            self.check_invariants("settle")
+
+    @property
+    def memory_bound_end(self) -> int:
+        return int(self.config.memory_bound_end_fraction * self.total_steps)
+
+    def in_memory_bound_phase(self, step: int | None = None) -> bool:
+        step = self.step_count if step is None else step
+        return self.config.memory_bound and step < self.memory_bound_end
+
+    def memory_bound_extra(self, step: int | None = None) -> int:
+        """Extra weights grown above the budget by a soft-memory-bound update at ``step``."""
+        step = self.step_count if step is None else step
+        fraction = cosine_update_rate(step, self.memory_bound_end, self.config.memory_bound_rate, 0.0)
+        return int(fraction * self.n_prunable)
 
     def _update_due(self, step: int) -> bool:
         return step % self.config.update_frequency == 0 and step < self.stop_step
@@ -196,10 +263,8 @@ class Masking:
         grads = grads or {}
         rate = self.update_rate()
         names = self.sparse_names()
-        if self.config.memory_bound:
-            removed = self._prune_to_targets(names)
-            extra = {n: int(rate * self.targets[n]) for n in names}
-            grown = self._grow(names, grads, extra)
+        if self.in_memory_bound_phase():
+            removed, grown = self._memory_bound_update(names, grads)
         elif self.config.prune == "layer":
             drop = {}
             for n in names:
@@ -221,7 +286,62 @@ class Masking:
         record = {"step": self.step_count, "rate": rate, "pruned": removed, "grown": grown}
         self.history.append(record)
         log.debug("topology update %s", record)
+        self.check_invariants("update")
         return {"pruned": removed, "grown": grown}
+
+    def _memory_bound_update(self, names: list[str], grads: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """MEST soft bound: prune back to the budget, then grow the scheduled extra weights."""
+        extra = self.memory_bound_extra()
+        if self.config.prune == "global":
+            active = sum(int(self.masks[n].sum()) for n in names)
+            removed = self._prune_global(names, max(0, active - sum(self.targets[n] for n in names)))
+            return removed, self._grow_global(names, grads, extra)
+        removed = self._prune_to_targets(names)
+        sparse_budget = max(1, sum(self.targets[n] for n in names))
+        share = {n: extra * self.targets[n] // sparse_budget for n in names}
+        return removed, self._grow(names, grads, share)
+
+    def expected_active(self) -> int:
+        """Active weights right after an update: the budget, plus the extra ones under the soft bound."""
+        if self.in_memory_bound_phase():
+            return -1  # the extra count depends on the room per layer; checked as >= budget
+        return self.budget
+
+    def debug_enabled(self) -> bool:
+        return self.config.debug or os.environ.get("SPARSE_DST_DEBUG", "") not in ("", "0")
+
+    @torch.no_grad()
+    def check_invariants(self, where: str) -> None:
+        """Debug mode: masks inside the structural masks, pruned weights and their optimizer state
+        exactly zero, and the active count equal to the budget (at least the budget under the
+        soft memory bound). Raises RuntimeError naming the broken invariant."""
+        if not self.debug_enabled():
+            return
+        for n, mask in self.masks.items():
+            if bool((mask & ~self.allowed[n]).any()):
+                raise RuntimeError(
+                    f"after {where} at step {self.step_count}: mask {n} has weights in removed channels"
+                )
+            p = self.params[n]
+            if bool((p[~mask] != 0).any()):
+                raise RuntimeError(
+                    f"after {where} at step {self.step_count}: pruned weights of {n} are not zero"
+                )
+            for key, value in self.optimizer.state.get(p, {}).items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == p.shape
+                    and bool((value[~mask] != 0).any())
+                ):
+                    raise RuntimeError(
+                        f"after {where}: optimizer state {key!r} of pruned weights of {n} is not zero"
+                    )
+        active, expected = self.n_active(), self.expected_active()
+        if (expected >= 0 and active != expected) or active < self.budget:
+            raise RuntimeError(
+                f"after {where} at step {self.step_count}: {active} active weights, expected "
+                f"{expected if expected >= 0 else f'>= {self.budget}'}"
+            )
 
     def _prune(self, names: list[str], counts: dict[str, int]) -> int:
         total = 0
@@ -307,7 +427,12 @@ class Masking:
     @torch.no_grad()
     def settle(self) -> int:
         """Drop the weights above the budget (end of the MEST-style soft memory bound)."""
-        removed = self._prune_to_targets(self.sparse_names())
+        names = self.sparse_names()
+        if self.config.prune == "global":
+            active = sum(int(self.masks[n].sum()) for n in names)
+            removed = self._prune_global(names, max(0, active - sum(self.targets[n] for n in names)))
+        else:
+            removed = self._prune_to_targets(names)
         self._zero_pruned()
         return removed
 
@@ -343,13 +468,21 @@ class Masking:
         for n in self.masks:
             self.masks[n] &= self.allowed[n]
         names = [n for n in self.masks if n not in self.forced_dense]
-        self._prune_to_targets(names)
-        need = {n: self.targets[n] - int(self.masks[n].sum()) for n in names}
-        self._grow(names, grads or {}, need)
+        if self.config.prune == "global":  # global allocation: regrow the freed weights globally
+            sparse_budget = sum(self.targets[n] for n in names)
+            active = sum(int(self.masks[n].sum()) for n in names)
+            self._prune_global(names, max(0, active - sparse_budget))
+            active = sum(int(self.masks[n].sum()) for n in names)
+            self._grow_global(names, grads or {}, sparse_budget - active)
+        else:
+            self._prune_to_targets(names)
+            need = {n: self.targets[n] - int(self.masks[n].sum()) for n in names}
+            self._grow(names, grads or {}, need)
         for n in self.forced_dense:
             if n in self.masks:
                 self.masks[n].copy_(self.allowed[n])
         self._zero_pruned()
+        self.check_invariants("channel removal")
 
     # ------------------------------------------------------------------ reporting
     def n_active(self) -> int:
