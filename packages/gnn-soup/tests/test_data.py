@@ -16,6 +16,7 @@ def test_cora_loads_offline_into_a_writable_cache(cora_root, tmp_path) -> None:
         "train": 140,
         "val": 500,
         "test": 1000,
+        "isolated_nodes": 0,
     }
     assert data.features.sparse
     assert torch.allclose(

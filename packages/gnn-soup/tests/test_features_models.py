@@ -67,7 +67,7 @@ def test_gcn_matches_hand_computed_propagation() -> None:
 
 
 def test_model_registry_and_bad_names() -> None:
-    assert set(MODELS.names()) == {"gcn", "sage", "gat"}
+    assert set(MODELS.names()) == {"gcn", "sage", "gat", "sgc", "sign"}
     with pytest.raises(ValueError, match="gin"):
         create_model("gin", in_dim=3, out_dim=2)
     with pytest.raises(ValueError, match="dropout"):

@@ -129,4 +129,12 @@ def test_sampler_bad_input(graph) -> None:
         create_sampler("full", csr, graph.train_mask, seed=0, backend="cuda")
     with pytest.raises(ValueError, match="fanout"):
         create_sampler("neighbor", csr, graph.train_mask, seed=0, fanouts=[0])
-    assert set(SAMPLERS.names()) == {"full", "cluster", "saint_node", "saint_edge", "saint_rw", "neighbor"}
+    assert set(SAMPLERS.names()) == {
+        "full",
+        "cluster",
+        "saint_node",
+        "saint_edge",
+        "saint_rw",
+        "neighbor",
+        "fastgcn",
+    }

@@ -152,7 +152,7 @@ def soup(
         if not states:
             raise FileNotFoundError(f"no finished ingredients in {run}; run train-ingredients first")
         data = load_dataset(plan.dataset, data_dir=data_dir, cache_dir=cache_dir)
-        evaluators = make_evaluators(build_model(plan.config, data), data)
+        evaluators = make_evaluators(build_model(plan.config, data), data, plan.config)
         results = run_soups(evaluators, states, [m["val_acc"] for m in metas], grid=grid)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(exc)

@@ -35,7 +35,19 @@ class CSRGraph:
     def edge_index(self) -> torch.Tensor:
         """The edges as a ``[2, E]`` int64 tensor, sorted by source then by CSR order."""
         sources = torch.repeat_interleave(torch.arange(self.num_nodes), self.degree())
-        return torch.stack([sources, self.indices])
+        return torch.stack([sources, self.indices.long()])
+
+    def neighbors_of(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All edges leaving ``nodes``: (position of the owner in ``nodes``, neighbour id), int64."""
+        nodes = nodes.long()
+        starts, ends = self.indptr[nodes], self.indptr[nodes + 1]
+        counts = ends - starts
+        owner = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+        offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        edge_ids = torch.repeat_interleave(starts, counts) + offsets
+        return owner, self.indices[edge_ids].long()
 
     @classmethod
     def from_edge_index(cls, edge_index: torch.Tensor, num_nodes: int) -> CSRGraph:
@@ -125,6 +137,6 @@ def induced_subgraph(graph: CSRGraph, nodes: torch.Tensor) -> tuple[torch.Tensor
         torch.cumsum(counts, 0) - counts, counts
     )
     edge_ids = torch.repeat_interleave(starts, counts) + offsets
-    local_target = mapping[graph.indices[edge_ids]]
+    local_target = mapping[graph.indices[edge_ids].long()]
     keep = local_target >= 0
     return torch.stack([local_source[keep], local_target[keep]]), edge_ids[keep]

@@ -1,9 +1,14 @@
 """Run ingredient training sequentially, in local worker processes, or on a Ray cluster.
 
 Ingredients never communicate (the paper's point): each task carries its spec, the shared
-config and (for a shared initialisation) the initial weights. Results stream back as they finish
-so the caller can save each one at once; a failed ingredient is retried ``max_retries`` times and
-then reported in :class:`IngredientFailure`, never dropped silently.
+config and (for a shared initialisation) the initial weights. The graph itself is never pickled
+into workers: it is written once as memory-mapped ``.npy`` files (:mod:`gnn_soup.store`; a graph
+opened from a store is used in place) and every worker maps the same pages; partitions, samples
+and propagated features are computed inside the workers. Devices: ``auto`` gives each worker
+its own GPU when there are several (worker ``i`` -> ``cuda:i % n``), else CPU.
+
+Results stream back as they finish so the caller can save each one at once; a failed ingredient
+is retried ``max_retries`` times and then reported in :class:`IngredientFailure`, never dropped.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pathlib
+import shutil
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from gnn_soup.data import GraphData
+from gnn_soup.store import open_graph, shared_graph_dir
 from gnn_soup.training import IngredientResult, IngredientSpec, TrainConfig, TrainingContext, train_ingredient
 from research_systems_core.registry import Registry
 from research_systems_core.validation import check_int
@@ -33,6 +42,7 @@ class IngredientTask:
     spec: IngredientSpec
     config: TrainConfig
     init_state: dict[str, torch.Tensor] | None = None
+    progress_dir: str | None = None  # mid-ingredient checkpoints (config.checkpoint_every > 0)
 
 
 class IngredientFailure(RuntimeError):
@@ -48,7 +58,20 @@ TaskFn = Callable[[TrainingContext, IngredientTask], IngredientResult]
 
 
 def run_task(context: TrainingContext, task: IngredientTask) -> IngredientResult:
-    return train_ingredient(context, task.spec, task.config, task.init_state)
+    return train_ingredient(context, task.spec, task.config, task.init_state, task.progress_dir)
+
+
+def worker_devices(device: str, workers: int) -> list[str]:
+    """The device of each worker: ``auto`` spreads workers over the GPUs (one each while there
+    are enough), else CPU; an explicit device is checked and used by all."""
+    from research_systems_core.torch_utils import resolve_device
+
+    if device == "auto":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count:
+            return [f"cuda:{i % count}" for i in range(workers)]
+        return [str(resolve_device("auto"))] * workers
+    return [str(resolve_device(device))] * workers
 
 
 class Executor:
@@ -56,8 +79,13 @@ class Executor:
 
     name = "base"
 
-    def __init__(self, task_fn: TaskFn = run_task) -> None:
+    def __init__(self, task_fn: TaskFn = run_task, device: str = "cpu", precision: str = "fp32") -> None:
+        from research_systems_core.precision import check_precision
+
         self.task_fn = task_fn
+        self.device = device
+        self.precision = check_precision(precision)
+        worker_devices(device, 1)  # fail early on an unavailable device
 
     def map(self, data: GraphData, tasks: list[IngredientTask]) -> Iterator[tuple[int, object]]:
         raise NotImplementedError
@@ -73,7 +101,7 @@ class SequentialExecutor(Executor):
     name = "sequential"
 
     def map(self, data, tasks):
-        context = TrainingContext(data)
+        context = TrainingContext(data, worker_devices(self.device, 1)[0], self.precision)
         for position, task in enumerate(tasks):
             try:
                 yield position, self.task_fn(context, task)
@@ -84,11 +112,18 @@ class SequentialExecutor(Executor):
 _WORKER_CONTEXT: TrainingContext | None = None
 
 
-def _init_worker(data: GraphData) -> None:
+def _init_worker(graph_dir: str, devices: list[str], counter, precision: str) -> None:
+    """Map the shared graph (nothing is copied) and pick this worker's device."""
     global _WORKER_CONTEXT
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    _WORKER_CONTEXT = TrainingContext(data)
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    device = devices[slot % len(devices)]
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    _WORKER_CONTEXT = TrainingContext(open_graph(graph_dir), device, precision)
 
 
 def _worker_run(task_fn: TaskFn, task: IngredientTask) -> IngredientResult:
@@ -111,24 +146,45 @@ class ProcessExecutor(Executor):
 
     name = "process"
 
-    def __init__(self, workers: int = 2, task_fn: TaskFn = run_task) -> None:
-        super().__init__(task_fn)
+    def __init__(
+        self,
+        workers: int = 2,
+        task_fn: TaskFn = run_task,
+        device: str = "cpu",
+        precision: str = "fp32",
+        scratch_dir: str | None = None,
+    ) -> None:
+        super().__init__(task_fn, device, precision)
         self.workers = check_int("workers", workers, minimum=1)
+        self.scratch_dir = scratch_dir
         self._pool: ProcessPoolExecutor | None = None
         self._pool_data_id: int | None = None
+        self._graph_dir: pathlib.Path | None = None
+        self._created_dir = False
 
     def _ensure_pool(self, data: GraphData) -> ProcessPoolExecutor:
         if self._pool is not None and self._pool_data_id != id(data):
             self.close()
         if self._pool is None:
+            self._graph_dir, self._created_dir = shared_graph_dir(data, self.scratch_dir)
+            context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_init_worker,
-                initargs=(data,),
+                initargs=(
+                    str(self._graph_dir),
+                    worker_devices(self.device, self.workers),
+                    context.Value("i", 0),
+                    self.precision,
+                ),
             )
             self._pool_data_id = id(data)
         return self._pool
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers (for memory measurements)."""
+        return [] if self._pool is None else list(self._pool._processes)
 
     def warm_up(self, data: GraphData) -> None:
         """Start every worker and load the data there before timing anything."""
@@ -163,6 +219,9 @@ class ProcessExecutor(Executor):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
             self._pool_data_id = None
+        if self._created_dir and self._graph_dir is not None:
+            shutil.rmtree(self._graph_dir.parent, ignore_errors=True)
+        self._graph_dir, self._created_dir = None, False
 
 
 @EXECUTORS.register("ray")
@@ -170,9 +229,12 @@ class RayExecutor(Executor):
     """Ingredients as Ray tasks (one CPU each): a running cluster at ``address``, or a local
     single-node cluster with ``num_cpus`` started on demand (Ray >= 2.4x dropped ``local_mode``).
 
-    The data set goes into Ray's object store once and every worker builds its own
-    :class:`TrainingContext` from it. Ray's own task retries are off: failures come back to
-    :func:`run_with_retries` like those of the other executors.
+    A local cluster maps the shared graph files like the process pool; a remote one gets the
+    data set through Ray's object store once. Workers run this interpreter
+    (``runtime_env={"py_executable": sys.executable}``) and Ray's ``uv run`` hook is switched off
+    (``RAY_ENABLE_UV_RUN_RUNTIME_ENV=0``): under ``uv run`` the hook would rebuild the workspace
+    environment for the workers without the ``ray`` extra and hang. Ray's own task retries are
+    off: failures come back to :func:`run_with_retries` like those of the other executors.
     """
 
     name = "ray"
@@ -182,8 +244,11 @@ class RayExecutor(Executor):
         address: str | None = None,
         num_cpus: int | None = None,
         task_fn: TaskFn = run_task,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(task_fn)
+        super().__init__(task_fn, device, precision)
+        disable_ray_uv_hook()
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -191,12 +256,20 @@ class RayExecutor(Executor):
         self.address = address
         self.num_cpus = num_cpus
         self._started = False
+        self._graph_dir: pathlib.Path | None = None
+        self._created_dir = False
 
     def _ensure_ray(self):
         import ray
 
+        disable_ray_uv_hook()
         if not ray.is_initialized():
-            kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            kwargs = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "configure_logging": False,
+                "runtime_env": ray_runtime_env(),
+            }
             if self.address:
                 ray.init(address=self.address, **kwargs)
             else:
@@ -206,9 +279,23 @@ class RayExecutor(Executor):
 
     def map(self, data, tasks):
         ray = self._ensure_ray()
-        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
-        data_ref = ray.put(data)
-        refs = {remote.remote(self.task_fn, data_ref, task): position for position, task in enumerate(tasks)}
+        gpus = (
+            1
+            if self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
+            else 0
+        )
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_run)
+        if self.address is None:  # local cluster: map the same files as the process pool
+            if self._graph_dir is None:
+                self._graph_dir, self._created_dir = shared_graph_dir(data)
+            source: object = str(self._graph_dir)
+        else:
+            source = ray.put(data)
+        device = "cuda" if gpus else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+        refs = {
+            remote.remote(self.task_fn, source, task, device, self.precision): position
+            for position, task in enumerate(tasks)
+        }
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -224,27 +311,66 @@ class RayExecutor(Executor):
 
             ray.shutdown()
             self._started = False
+        if self._created_dir and self._graph_dir is not None:
+            shutil.rmtree(self._graph_dir.parent, ignore_errors=True)
+        self._graph_dir, self._created_dir = None, False
 
 
-_RAY_CONTEXTS: dict[int, TrainingContext] = {}
+def disable_ray_uv_hook() -> None:
+    """Keep Ray from re-running ``uv run`` for its workers (they use this interpreter instead)."""
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray already imported: its constant was read at import time
+        constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
-def _ray_run(task_fn: TaskFn, data: GraphData, task: IngredientTask) -> IngredientResult:
+def ray_runtime_env() -> dict[str, object]:
+    """Workers run the driver's interpreter, one torch thread, without the uv hook."""
+    return {
+        "py_executable": sys.executable,
+        "env_vars": {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OMP_NUM_THREADS": "1"},
+    }
+
+
+_RAY_CONTEXTS: dict[object, TrainingContext] = {}
+
+
+def _ray_run(
+    task_fn: TaskFn, source: object, task: IngredientTask, device: str, precision: str
+) -> IngredientResult:
     torch.set_num_threads(1)
-    key = id(data)
+    key = source if isinstance(source, str) else id(source)
     if key not in _RAY_CONTEXTS:
         _RAY_CONTEXTS.clear()
-        _RAY_CONTEXTS[key] = TrainingContext(data)
+        data = open_graph(source) if isinstance(source, str) else source
+        _RAY_CONTEXTS[key] = TrainingContext(data, device, precision)
     return task_fn(_RAY_CONTEXTS[key], task)
 
 
-def create_executor(name: str, workers: int = 2, ray_address: str | None = None, **kwargs) -> Executor:
+def create_executor(
+    name: str,
+    workers: int = 2,
+    ray_address: str | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    **kwargs,
+) -> Executor:
     """``sequential``, ``process`` (``workers`` local processes) or ``ray`` (``ray_address`` or local)."""
+    from research_systems_core.validation import check_choice
+
+    check_choice("executor", name, EXECUTORS.names())
+    check_int("workers", workers, minimum=1)
     if name == "process":
-        return ProcessExecutor(workers=workers, **kwargs)
+        return ProcessExecutor(workers=workers, device=device, precision=precision, **kwargs)
     if name == "ray":
-        return RayExecutor(address=ray_address, num_cpus=workers if not ray_address else None, **kwargs)
-    return EXECUTORS.create(name, **kwargs)
+        return RayExecutor(
+            address=ray_address,
+            num_cpus=workers if not ray_address else None,
+            device=device,
+            precision=precision,
+            **kwargs,
+        )
+    return SequentialExecutor(device=device, precision=precision, **kwargs)
 
 
 def run_with_retries(

@@ -25,7 +25,8 @@ class NodeFeatures:
             raise ValueError(
                 f"features must be a 2-D [num_nodes, dim] tensor, got shape {tuple(values.shape)}"
             )
-        values = values.float()
+        if values.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            values = values.float()  # half precision is kept (compact graphs); converted per batch
         if sparse is None:
             sparse = float((values != 0).float().mean()) < SPARSE_DENSITY_THRESHOLD
         self.shape = (int(values.shape[0]), int(values.shape[1]))
@@ -68,13 +69,25 @@ class NodeFeatures:
 
     def to_dense(self) -> torch.Tensor:
         if not self.sparse:
-            return self.dense
+            return self.dense.float()
         return self.as_tensor().to_dense()
+
+    def to(self, device: torch.device | str) -> NodeFeatures:
+        """A copy on ``device`` (the same object when it is already there)."""
+        device = torch.device(device)
+        values = self.nnz_values if self.sparse else self.dense
+        if values.device == device:
+            return self
+        if not self.sparse:
+            return NodeFeatures(self.dense.to(device), sparse=False)
+        return NodeFeatures._from_csr(
+            self.crow.to(device), self.col.to(device), self.nnz_values.to(device), self.shape
+        )
 
     def as_tensor(self, values: torch.Tensor | None = None) -> torch.Tensor:
         """The model input: a dense tensor or a ``torch.sparse_csr`` tensor."""
         if not self.sparse:
-            return self.dense if values is None else values
+            return (self.dense if values is None else values).float()
         vals = self.nnz_values if values is None else values
         return torch.sparse_csr_tensor(self.crow, self.col, vals, self.shape, check_invariants=False)
 
@@ -82,7 +95,7 @@ class NodeFeatures:
         """Dropout with probability ``p`` (identical in distribution to ``F.dropout`` on the dense matrix)."""
         if not training or p == 0.0:
             return self.as_tensor()
-        base = self.nnz_values if self.sparse else self.dense
+        base = self.nnz_values if self.sparse else self.dense.float()
         if generator is None:
             dropped = F.dropout(base, p, training=True)
         else:

@@ -5,6 +5,7 @@ Layout of a run directory::
     plan.json                       config, init mode, ingredient specs (checked on resume)
     init/ckpt-000000000.safetensors the shared initialisation (shared init only)
     ingredients/000/ckpt-*.safetensors + .json   one finished ingredient each (scores in the sidecar)
+    progress/000/ckpt-*.safetensors an unfinished ingredient's last checkpoint (checkpoint_every > 0)
 
 Each ingredient is written atomically the moment it finishes, so killing a run loses at most
 the ingredients in flight; rerunning trains only the missing ones.
@@ -15,15 +16,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from gnn_soup.data import GraphData
+from gnn_soup.data import GraphData, as_graph_data
 from gnn_soup.executors import Executor, IngredientTask, run_with_retries
 from gnn_soup.samplers import SAMPLERS
-from gnn_soup.training import IngredientResult, IngredientSpec, TrainConfig, initial_state
+from gnn_soup.training import LAYERWISE_SAMPLERS, IngredientResult, IngredientSpec, TrainConfig, initial_state
 from research_systems_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from research_systems_core.logs import progress
 from research_systems_core.results import read_json, write_json
@@ -81,6 +83,8 @@ def make_plan(
         raise ValueError("samplers must name at least one sampler, got []")
     for name in samplers:
         check_choice("sampler", name, SAMPLERS.names())
+        if name in LAYERWISE_SAMPLERS and config.model != "gcn":
+            raise ValueError(f"sampler {name!r} is defined for model 'gcn', got model {config.model!r}")
     config.validate()
     sampler_kwargs = sampler_kwargs or {}
     specs = [
@@ -103,6 +107,9 @@ class IngredientStore:
 
     def ingredient_dir(self, index: int) -> pathlib.Path:
         return self.root / "ingredients" / f"{index:03d}"
+
+    def progress_dir(self, index: int) -> pathlib.Path:
+        return self.root / "progress" / f"{index:03d}"
 
     def save_plan(self, plan: IngredientPlan) -> None:
         """Write the plan, or check it equals the stored one (a resumed run must not change it)."""
@@ -147,7 +154,9 @@ class IngredientStore:
         return done
 
     def save(self, result: IngredientResult) -> pathlib.Path:
-        return save_checkpoint(self.ingredient_dir(result.index), 0, result.state_dict, result.meta())
+        path = save_checkpoint(self.ingredient_dir(result.index), 0, result.state_dict, result.meta())
+        shutil.rmtree(self.progress_dir(result.index), ignore_errors=True)
+        return path
 
     def load(self, index: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         path = latest_checkpoint(self.ingredient_dir(index))
@@ -173,15 +182,18 @@ def _jsonable(obj: Any) -> Any:
 
 def train_plan(
     plan: IngredientPlan,
-    data: GraphData,
+    data: Any,
     executor: Executor,
     store: IngredientStore | None = None,
     max_retries: int = 1,
 ) -> list[IngredientResult | dict[str, Any]]:
     """Train every ingredient of ``plan`` not yet in ``store``; returns metadata of all of them.
 
-    Without a store nothing is written and full :class:`IngredientResult` objects are returned.
+    ``data`` is any graph :func:`~gnn_soup.data.as_graph_data` accepts (a :class:`GraphData`, a
+    PyG ``Data`` or data set). Without a store nothing is written and full
+    :class:`IngredientResult` objects are returned.
     """
+    data = as_graph_data(data)
     if store is not None:
         store.save_plan(plan)
         init_state = store.init_state(plan, data) if plan.init == "shared" else None
@@ -189,7 +201,18 @@ def train_plan(
     else:
         init_state = initial_state(plan.config, data, plan.init_seed) if plan.init == "shared" else None
         done = set()
-    todo = [IngredientTask(spec, plan.config, init_state) for spec in plan.specs if spec.index not in done]
+    todo = [
+        IngredientTask(
+            spec,
+            plan.config,
+            init_state,
+            str(store.progress_dir(spec.index))
+            if store is not None and plan.config.checkpoint_every
+            else None,
+        )
+        for spec in plan.specs
+        if spec.index not in done
+    ]
     if done:
         log.info("resuming: %d of %d ingredients already trained", len(done), len(plan.specs))
     bar = progress(total=len(todo), desc="ingredients")

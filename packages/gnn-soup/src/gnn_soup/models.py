@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +35,56 @@ def _sparse_adjacency_t(edge_index: torch.Tensor, values: torch.Tensor, num_node
         return coo.to_sparse_csr()
 
 
+@dataclass
+class Block:
+    """One layer's bipartite graph for layer-wise inference and layer-wise samplers.
+
+    ``num_dst`` target nodes, ``num_src`` source nodes whose first ``num_dst`` are the targets
+    themselves (when ``dst_in_src``); edges ``src -> dst`` in local ids; ``weight`` optional
+    per-edge weights (FastGCN: importance weights, already including self loops); ``degree_src``
+    / ``degree_dst`` are the global (loop-free) degrees used for the GCN normalisation.
+    """
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    num_src: int
+    num_dst: int
+    degree_src: torch.Tensor | None = None
+    degree_dst: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    dst_in_src: bool = True
+
+
+def _rect_adjacency_t(block: Block, values: torch.Tensor) -> torch.Tensor:
+    """``[num_dst, num_src]`` sparse CSR with ``values`` at (dst, src)."""
+    coo = torch.sparse_coo_tensor(
+        torch.stack([block.dst, block.src]), values, (block.num_dst, block.num_src), check_invariants=False
+    ).coalesce()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return coo.to_sparse_csr()
+
+
 class GNN(nn.Module):
-    """A stack of message-passing layers with ReLU and dropout between them (and on the input)."""
+    """A stack of message-passing layers with ReLU and dropout between them (and on the input).
+
+    Besides the full forward, :meth:`block_layer` runs layer ``i`` on one :class:`Block`
+    (layer-wise inference over chunks of targets; layer-wise samplers such as FastGCN).
+    """
 
     accepts_sparse_input = True
+    precomputed_hops: int = 0  # > 0: the model reads propagated features (SGC, SIGN), no graph
+
+    def block_structure(self, block: Block) -> object:
+        raise NotImplementedError(f"{type(self).__name__} has no block-wise layers")
+
+    def block_layer(self, i: int, h_src: torch.Tensor, block: Block) -> torch.Tensor:
+        """Layer ``i`` on ``block`` in eval mode: ``[num_src, d] -> [num_dst, d']`` (activation included)."""
+        out = self.convs[i](h_src, self.block_structure(block))
+        return self.activation(out) if i < len(self.convs) - 1 else out
+
+    def activation(self, h: torch.Tensor) -> torch.Tensor:
+        return F.relu(h)
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, dropout: float) -> None:
         super().__init__()
@@ -64,10 +111,11 @@ class GNN(nn.Module):
 
     def forward(self, x: NodeFeatures | torch.Tensor, graph: object) -> torch.Tensor:
         h = self._input(x)
+        layered = isinstance(graph, list)  # one structure per layer (layer-wise samplers)
         for i, conv in enumerate(self.convs):
-            h = conv(h, graph)
+            h = conv(h, graph[i] if layered else graph)
             if i < len(self.convs) - 1:
-                h = F.relu(h)
+                h = self.activation(h)
                 h = F.dropout(h, self.dropout, self.training)
         return h
 
@@ -94,6 +142,23 @@ class GCN(GNN):
             weight[: edge_weight.numel()] *= edge_weight
         return _sparse_adjacency_t(index, weight, num_nodes)
 
+    def block_structure(self, block: Block) -> torch.Tensor:
+        """Rectangular normalised adjacency; with ``weight`` (FastGCN) the weights are used as given."""
+        if block.weight is not None:
+            return _rect_adjacency_t(block, block.weight.float())
+        dinv_src = (block.degree_src.double() + 1.0).rsqrt()
+        dinv_dst = (block.degree_dst.double() + 1.0).rsqrt()
+        values = dinv_src[block.src] * dinv_dst[block.dst]
+        loops = torch.arange(block.num_dst, device=block.src.device)
+        full = Block(
+            src=torch.cat([block.src, loops]),
+            dst=torch.cat([block.dst, loops]),
+            num_src=block.num_src,
+            num_dst=block.num_dst,
+        )
+        values = torch.cat([values, dinv_dst * dinv_dst]).float()
+        return _rect_adjacency_t(full, values)
+
 
 @MODELS.register("sage")
 class GraphSAGE(GNN):
@@ -109,6 +174,13 @@ class GraphSAGE(GNN):
     def prepare(self, edge_index, num_nodes, edge_weight=None):
         # sparse adjacency: SAGEConv then aggregates with one sparse-dense product (reduce="mean")
         return _sparse_adjacency_t(edge_index, torch.ones(edge_index.shape[1]), num_nodes)
+
+    def block_structure(self, block: Block) -> torch.Tensor:
+        return _rect_adjacency_t(block, torch.ones(block.src.numel(), device=block.src.device))
+
+    def block_layer(self, i: int, h_src: torch.Tensor, block: Block) -> torch.Tensor:
+        out = self.convs[i]((h_src, h_src[: block.num_dst]), self.block_structure(block))
+        return self.activation(out) if i < len(self.convs) - 1 else out
 
 
 @MODELS.register("gat")
@@ -137,16 +209,56 @@ class GAT(GNN):
     def prepare(self, edge_index, num_nodes, edge_weight=None):
         return edge_index
 
-    def forward(self, x, graph):
+    def activation(self, h: torch.Tensor) -> torch.Tensor:
+        return F.elu(h)
+
+    def block_layer(self, i: int, h_src: torch.Tensor, block: Block) -> torch.Tensor:
+        # targets are the first sources: GATConv's self loops i -> i then land on the right nodes
+        out = self.convs[i](h_src, torch.stack([block.src, block.dst]))[: block.num_dst]
+        return self.activation(out) if i < len(self.convs) - 1 else out
+
+
+class PrecomputedModel(GNN):
+    """A model on propagated features ``[X, A X, ..., A^K X]`` (no graph in the forward pass)."""
+
+    accepts_sparse_input = False
+
+    def prepare(self, edge_index, num_nodes, edge_weight=None):
+        return None
+
+
+@MODELS.register("sgc")
+class SGC(PrecomputedModel):
+    """SGC (Wu et al. 2019): a linear classifier on ``A_hat^K X`` (``num_layers`` = K hops)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, dropout: float = 0.0):
+        super().__init__(in_dim, hidden_dim, out_dim, num_layers, dropout)
+        self.precomputed_hops = self.num_layers
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x, graph=None):
+        h = self._input(x)  # [N, (K + 1) * in_dim]: only the last hop is used
+        return self.linear(h[:, -self.in_dim :])
+
+
+@MODELS.register("sign")
+class SIGN(PrecomputedModel):
+    """SIGN (Frasca et al. 2020): one linear map per hop ``A_hat^k X`` (k = 0..K), concatenated,
+    ReLU and dropout, then a linear classifier."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, dropout: float = 0.5):
+        super().__init__(in_dim, hidden_dim, out_dim, num_layers, dropout)
+        self.precomputed_hops = self.num_layers
+        self.hops = nn.ModuleList(nn.Linear(in_dim, hidden_dim) for _ in range(self.num_layers + 1))
+        self.out = nn.Linear(hidden_dim * (self.num_layers + 1), out_dim)
+
+    def forward(self, x, graph=None):
         h = self._input(x)
-        for i, conv in enumerate(self.convs):
-            h = conv(h, graph)
-            if i < len(self.convs) - 1:
-                h = F.elu(h)
-                h = F.dropout(h, self.dropout, self.training)
-        return h
+        parts = [lin(h[:, k * self.in_dim : (k + 1) * self.in_dim]) for k, lin in enumerate(self.hops)]
+        h = F.dropout(F.relu(torch.cat(parts, dim=1)), self.dropout, self.training)
+        return self.out(h)
 
 
 def create_model(name: str, in_dim: int, out_dim: int, hidden_dim: int = 64, **kwargs) -> GNN:
-    """Build a registered model by name (``gcn``, ``sage``, ``gat``)."""
+    """Build a registered model by name (``gcn``, ``sage``, ``gat``, ``sgc``, ``sign``)."""
     return MODELS.create(name, in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim, **kwargs)

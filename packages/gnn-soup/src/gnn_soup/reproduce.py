@@ -98,7 +98,7 @@ def _soup_run(
     store = IngredientStore(_run_dir(out, cfg, tag, num_ingredients, seed))
     metas = train_plan(plan, data, executor, store)
     states, metas = store.load_all()
-    evaluators = make_evaluators(build_model(cfg.train, data), data)
+    evaluators = make_evaluators(build_model(cfg.train, data), data, cfg.train)
     soups = run_soups(evaluators, states, [m["val_acc"] for m in metas], grid=cfg.grid)
     soups.pop("_states")
     soups["ingredient_seconds"] = sum(m["seconds"] for m in metas)
@@ -227,7 +227,7 @@ def _interpolation_curve(data, cfg, executor, out, seed) -> pathlib.Path | None:
     states, metas = store.load_all()
     if len(states) < 2:
         return None
-    evaluators = make_evaluators(build_model(cfg.train, data), data)
+    evaluators = make_evaluators(build_model(cfg.train, data), data, cfg.train)
     result = greedy_interpolation_soup(
         states, evaluators.val, grid=cfg.grid, scores=[m["val_acc"] for m in metas]
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from gnn_soup.csr import CSRGraph, induced_subgraph
+from gnn_soup.models import Block
 from gnn_soup.partition import metis_partition, parts_to_nodes, random_partition
 from research_systems_core.registry import Registry
 from research_systems_core.validation import check_int
@@ -43,6 +44,8 @@ class Subgraph:
     num_targets: int | None = None
     node_norm: torch.Tensor | None = None
     edge_norm: torch.Tensor | None = None
+    blocks: list[Block] | None = None  # layer-wise samplers: one block per layer, input first
+    output_nodes: torch.Tensor | None = None  # layer-wise samplers: the nodes the loss is on
 
     @property
     def num_nodes(self) -> int:
@@ -59,6 +62,25 @@ class Sampler:
 
     def sample(self) -> Subgraph:
         raise NotImplementedError
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue the same random stream (for resumable training)."""
+        state = {"generator": self.generator.get_state()}
+        queue = getattr(self, "_queue", None)
+        if queue is not None:
+            state["queue"] = torch.cat(queue) if queue else torch.empty(0, dtype=torch.long)
+            state["queue_sizes"] = torch.tensor([q.numel() for q in queue], dtype=torch.long)
+        return state
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        if "queue" in state:
+            self._queue = list(torch.split(state["queue"], state["queue_sizes"].tolist()))
+
+
+def _require_edges(graph: CSRGraph, sampler: str) -> None:
+    if graph.num_edges == 0:
+        raise ValueError(f"sampler {sampler!r} needs a graph with edges, got a graph with 0 edges")
 
 
 def _gumbel_top_k(weights: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -101,6 +123,7 @@ class ClusterSampler(Sampler):
     ) -> None:
         super().__init__(graph, train_mask, generator)
         check_int("clusters_per_batch", clusters_per_batch, minimum=1)
+        _require_edges(graph, "cluster")
         if clusters_per_batch > num_parts:
             raise ValueError(
                 f"clusters_per_batch must be <= num_parts ({num_parts}), got {clusters_per_batch}"
@@ -159,7 +182,7 @@ class _SaintSampler(Sampler):
             num_samples += 1
             total += nodes.numel()
         # aggregator norm alpha_{u,v}^{-1} = C_v / C_{u,v} (v: the aggregating target node)
-        targets = self.graph.indices
+        targets = self.graph.indices.long()
         self.edge_norm_full = (node_count[targets] / edge_count.clamp_min(1)).clamp(0, 1e4)
         # loss norm lambda_v proportional to 1 / C_v
         self.node_norm_full = num_samples / node_count.clamp_min(1) / n
@@ -188,12 +211,7 @@ class SaintNodeSampler(_SaintSampler):
         if budget > graph.num_nodes:
             raise ValueError(f"budget must be <= the number of nodes ({graph.num_nodes}), got {budget}")
         self.budget = budget
-        degree = graph.degree().double() + 1.0  # with self loops, as in the GCN adjacency
-        inv = 1.0 / degree
-        sources = torch.repeat_interleave(torch.arange(graph.num_nodes), graph.degree())
-        column_sq = torch.zeros(graph.num_nodes, dtype=torch.float64)
-        column_sq.index_add_(0, sources, inv[graph.indices])
-        self.probabilities = (column_sq + inv) * inv  # ||A~[:, v]||^2 = sum_u 1/(d_u d_v)
+        self.probabilities = gcn_column_norms(graph)  # ||A~[:, v]||^2 = sum_u 1/(d_u d_v)
         super().__init__(graph, train_mask, generator, sample_coverage)
 
     def _sample_nodes(self) -> torch.Tensor:
@@ -213,6 +231,7 @@ class SaintEdgeSampler(_SaintSampler):
         sample_coverage: int = 0,
     ) -> None:
         check_int("budget", budget, minimum=1)
+        _require_edges(graph, "saint_edge")
         if budget > graph.num_edges:
             raise ValueError(f"budget must be <= the number of edges ({graph.num_edges}), got {budget}")
         self.budget = budget
@@ -246,6 +265,7 @@ class SaintRandomWalkSampler(_SaintSampler):
     ) -> None:
         check_int("num_roots", num_roots, minimum=1)
         check_int("walk_length", walk_length, minimum=0)
+        _require_edges(graph, "saint_rw")
         self.num_roots = num_roots
         self.walk_length = walk_length
         super().__init__(graph, train_mask, generator, sample_coverage)
@@ -260,7 +280,7 @@ class SaintRandomWalkSampler(_SaintSampler):
             d = degree[current]
             pick = (torch.rand(current.shape, generator=self.generator, dtype=torch.float64) * d).long()
             pick = torch.minimum(pick, (d - 1).clamp_min(0))
-            nxt = g.indices[(g.indptr[current] + pick).clamp_max(max(g.num_edges - 1, 0))]
+            nxt = g.indices[(g.indptr[current] + pick).clamp_max(max(g.num_edges - 1, 0))].long()
             current = torch.where(d > 0, nxt, current)
             steps.append(current)
         return torch.stack(steps, dim=1)
@@ -314,7 +334,7 @@ class NeighborSampler(Sampler):
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel())
         keep = (rank - segment_start) < fanout
-        return frontier[owner[keep]], g.indices[(starts + offsets)[keep]]
+        return frontier[owner[keep]], g.indices[(starts + offsets)[keep]].long()
 
     def sample(self) -> Subgraph:
         if not self._queue:
@@ -345,6 +365,89 @@ class NeighborSampler(Sampler):
             else torch.empty(2, 0, dtype=torch.long)
         )
         return Subgraph(nodes=torch.cat(nodes), edge_index=edge_index, num_targets=int(seeds.numel()))
+
+
+def gcn_column_norms(graph: CSRGraph) -> torch.Tensor:
+    """``||A_hat[:, v]||^2`` for every node (GCN normalisation with self loops), float64."""
+    degree = graph.degree().double() + 1.0
+    inv = 1.0 / degree
+    sources = torch.repeat_interleave(torch.arange(graph.num_nodes), graph.degree())
+    column_sq = torch.zeros(graph.num_nodes, dtype=torch.float64)
+    column_sq.index_add_(0, sources, inv[graph.indices.long()])
+    return (column_sq + inv) * inv
+
+
+@SAMPLERS.register("fastgcn")
+class FastGCNSampler(Sampler):
+    """FastGCN (Chen, Ma, Xiao 2018), a layer-wise sampler for GCN.
+
+    A batch of ``batch_size`` training nodes is the output layer; below it every layer draws
+    ``layer_size`` nodes i.i.d. (with replacement) from ``q(u) ∝ ||A_hat[:, u]||^2``, independent
+    of the batch, and connects them to the layer above with weights
+    ``A_hat[v, u] * count(u) / (layer_size * q(u))``: an unbiased estimate of ``A_hat h`` (tested).
+    """
+
+    def __init__(
+        self,
+        graph: CSRGraph,
+        train_mask: torch.Tensor,
+        generator: torch.Generator,
+        batch_size: int = 256,
+        layer_size: int = 512,
+        num_layers: int = 2,
+    ) -> None:
+        super().__init__(graph, train_mask, generator)
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("layer_size", layer_size, minimum=1)
+        check_int("num_layers", num_layers, minimum=1)
+        self.batch_size, self.layer_size, self.num_layers = batch_size, layer_size, num_layers
+        self.train_nodes = torch.nonzero(train_mask).flatten()
+        if self.train_nodes.numel() == 0:
+            raise ValueError("the fastgcn sampler needs at least one training node, got none")
+        norms = gcn_column_norms(graph)
+        self.q = norms / norms.sum()
+        self.dinv = (graph.degree().double() + 1.0).rsqrt()
+        self._scratch = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+        self._queue: list[torch.Tensor] = []
+
+    def layer_block(self, dst: torch.Tensor, src: torch.Tensor, counts: torch.Tensor) -> Block:
+        """Importance-weighted edges from the sampled ``src`` (with ``counts``) to ``dst``."""
+        owner, neighbours = self.graph.neighbors_of(dst)
+        owner = torch.cat([owner, torch.arange(dst.numel())])  # self loops of A_hat
+        neighbours = torch.cat([neighbours, dst])
+        self._scratch[src] = torch.arange(src.numel())
+        local = self._scratch[neighbours]
+        self._scratch[src] = -1
+        keep = local >= 0
+        owner, neighbours, local = owner[keep], neighbours[keep], local[keep]
+        a_hat = self.dinv[dst[owner]] * self.dinv[neighbours]
+        weight = a_hat * counts[local].double() / (self.layer_size * self.q[neighbours])
+        return Block(
+            src=local,
+            dst=owner,
+            num_src=int(src.numel()),
+            num_dst=int(dst.numel()),
+            weight=weight.float(),
+            dst_in_src=False,
+        )
+
+    def sample_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = torch.multinomial(self.q, self.layer_size, replacement=True, generator=self.generator)
+        return torch.unique(draws, return_counts=True)
+
+    def sample(self) -> Subgraph:
+        if not self._queue:
+            perm = self.train_nodes[torch.randperm(self.train_nodes.numel(), generator=self.generator)]
+            self._queue = list(torch.split(perm, self.batch_size))
+        batch = self._queue.pop(0)
+        dst, blocks = batch, []
+        for _ in range(self.num_layers):
+            src, counts = self.sample_layer()
+            blocks.insert(0, self.layer_block(dst, src, counts))
+            dst = src
+        return Subgraph(
+            nodes=dst, edge_index=torch.empty(2, 0, dtype=torch.long), blocks=blocks, output_nodes=batch
+        )
 
 
 def pyg_backend_available() -> bool:
