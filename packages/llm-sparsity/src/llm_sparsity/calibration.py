@@ -82,12 +82,10 @@ def sample_windows(
     check_int("n_samples", n_samples, minimum=1)
     check_int("seq_len", seq_len, minimum=2)
     total = token_ids.numel()
-    if total < seq_len + 1:
-        raise UserError(
-            f"{what} has {total} tokens, shorter than one window of seq_len={seq_len} (+1) tokens"
-        )
+    if total < seq_len:
+        raise UserError(f"{what} has {total} tokens, shorter than one window of seq_len={seq_len} tokens")
     rng = random.Random(seed)
-    starts = [rng.randint(0, total - seq_len - 1) for _ in range(n_samples)]
+    starts = [rng.randint(0, total - seq_len) for _ in range(n_samples)]
     return torch.stack([token_ids[s : s + seq_len] for s in starts])
 
 

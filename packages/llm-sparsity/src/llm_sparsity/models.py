@@ -188,7 +188,13 @@ def load_model(
     check_dtype(dtype)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     config = load_config(name_or_path)
-    task = task or infer_task(config)
+    carried = infer_task(config)
+    if task in ("causal-lm", "masked-lm") and carried != task:
+        raise ValueError(
+            f"model {name_or_path!r} carries no {task} head (its config names {getattr(config, 'architectures', None)}); "
+            f"loading it as {task} would start from a randomly initialised head. Use --task {carried} or base"
+        )
+    task = task or carried
     source, _ = resolve_source(name_or_path)
     cls = _auto_class(task)
     try:
