@@ -85,7 +85,7 @@ def test_bad_inputs_get_clear_errors(jet):
             p = np.atleast_2d(points)
             return np.full(p.shape, np.nan), np.zeros((len(p), 2, 2))
 
-    with pytest.raises(ValueError, match="current field velocity at start/goal contains NaN"):
+    with pytest.raises(ValueError, match="current field is NaN/inf in open water"):
         planner.plan((150.0, 750.0), (2800.0, 750.0), jet.env, NanField())
 
 
@@ -94,7 +94,12 @@ def test_unreachable_goal_is_flagged_not_silent(caplog):
         1000.0, 1000.0, 10.0, polygons=[np.array([[480, -10], [520, -10], [520, 1010], [480, 1010]])]
     )
     env = Environment(occ)
-    cfg = PlannerConfig(n_states=8, horizon=1000.0, bulges=(0.0, 0.5), epsilon=20.0)
+    # The global search proves it: no route exists, one clear error.
+    cfg = PlannerConfig(n_states=8, horizon=1000.0, epsilon=20.0)
+    with pytest.raises(ValueError, match=r"goal \(900.0, 500.0\) is unreachable from start"):
+        GPMP2Planner(cfg).plan((100.0, 500.0), (900.0, 500.0), env, UniformCurrent())
+    # Local starts only (no global search): the best attempt comes back flagged, with a warning.
+    cfg = PlannerConfig(n_states=8, horizon=1000.0, bulges=(0.0, 0.5), epsilon=20.0, init="bulges")
     traj = GPMP2Planner(cfg).plan((100.0, 500.0), (900.0, 500.0), env, UniformCurrent())
     assert not traj.collision_free and not traj.ok
     assert "no collision-free trajectory" in caplog.text
@@ -141,5 +146,5 @@ def test_nan_inside_a_current_field_is_reported(jet):
             return c, j
 
     planner = GPMP2Planner(PlannerConfig(n_states=10, bulges=(0.0,), horizon=3000.0))
-    with pytest.raises(ValueError, match="not finite"):
+    with pytest.raises(ValueError, match=r"current field is NaN/inf in open water at \(675.0, 712.5\) m"):
         planner.plan(*jet.pairs[0], jet.env, HoleyJet())

@@ -21,11 +21,13 @@ Factors:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import gtsam
 import numpy as np
 
 __all__ = [
+    "SegmentEvaluator",
     "checked_custom_factor",
     "current_energy_error",
     "gp_prior_covariance",
@@ -35,6 +37,7 @@ __all__ = [
     "obstacle_hinge_error",
     "segment_error",
     "speed_hinge_batch",
+    "speed_limit_error",
 ]
 
 FactorFn = Callable[[list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
@@ -44,12 +47,18 @@ StdFn = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]
 
 
 def checked_custom_factor(
-    noise_model: gtsam.noiseModel.Base, keys: Sequence[int], fn: FactorFn, error_dim: int, var_dim: int = 2
+    noise_model: gtsam.noiseModel.Base,
+    keys: Sequence[int],
+    fn: FactorFn,
+    error_dim: int,
+    var_dim: int = 2,
+    before: Callable[[gtsam.Values], None] | None = None,
 ) -> gtsam.CustomFactor:
     """A ``gtsam.CustomFactor`` over 2-D (Point2-stored) variables whose shapes are checked in Python.
 
     Raises ``ValueError`` (propagated through gtsam) if ``fn`` returns an error that is not
     ``(error_dim,)`` or finite, or a Jacobian list of the wrong length or block shape.
+    ``before(values)``, if given, sees the full values first (shared evaluations read them).
     """
     keys = [int(k) for k in keys]
     wants_flag = _takes_jacobian_flag(fn)
@@ -59,6 +68,8 @@ def checked_custom_factor(
     def error_func(
         this: gtsam.CustomFactor, values: gtsam.Values, jacobians: list[np.ndarray] | None
     ) -> np.ndarray:
+        if before is not None:
+            before(values)
         xs = [values.atPoint2(k) for k in keys]
         error, jacs = fn(xs, jacobians is not None) if wants_flag else fn(xs)
         error = np.asarray(error, dtype=float)
@@ -69,12 +80,14 @@ def checked_custom_factor(
         if jacobians is not None:
             if len(jacs) != len(keys):
                 raise ValueError(f"factor returned {len(jacs)} Jacobians for {len(keys)} keys")
+            jacs = [np.asarray(jac, dtype=float) for jac in jacs]
             for i, jac in enumerate(jacs):
-                jac = np.asarray(jac, dtype=float)
                 if jac.shape != (error_dim, var_dim):
                     raise ValueError(f"Jacobian {i} has shape {jac.shape}, expected ({error_dim}, {var_dim})")
-                if not np.isfinite(jac).all():
-                    raise ValueError(f"Jacobian {i} is not finite")
+            if not np.isfinite(np.concatenate(jacs, axis=1)).all():
+                bad = next(i for i, jac in enumerate(jacs) if not np.isfinite(jac).all())
+                raise ValueError(f"Jacobian {bad} is not finite")
+            for i, jac in enumerate(jacs):
                 jacobians[i] = jac
         return error
 
@@ -220,7 +233,181 @@ def _accel_rows(st: np.ndarray, dt: float, limit: float, sigma: float) -> tuple[
     return np.where(active, norm - limit, 0.0) / sigma, jac
 
 
+def speed_limit_error(current: CurrentFn, t: float, limit: float, sigma: float) -> FactorFn:
+    """Whitened hinge ``max(0, |v - c(p, t)| - limit) / sigma`` on keys ``(p, v)`` (one state)."""
+
+    def fn(xs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        p, v = xs
+        c, jc = current(p[None, :], t)
+        e, jp, jv = speed_hinge_batch(v[None, :], c, jc, limit)
+        return e / sigma, [jp / sigma, jv / sigma]
+
+    return fn
+
+
 # ---------------------------------------------------------------------------- batched intervals
+class SegmentEvaluator:
+    """Obstacle, energy and limit residuals at the GP-interpolated points of ``K`` consecutive intervals.
+
+    All intervals are evaluated in one vectorised call (one SDF and one current lookup); the
+    factors of a graph that share an evaluator reuse that evaluation while their own states are
+    unchanged (each factor compares its states with the cached ones, so a stale cache is never
+    used). See :func:`segment_error` for the residual layout.
+    """
+
+    def __init__(
+        self,
+        sdf: SdfFn,
+        epsilon: float,
+        obstacle_sigma: float,
+        dt: float,
+        t_left: float,
+        taus: np.ndarray,
+        weights: np.ndarray,
+        current: CurrentFn | None,
+        std: StdFn | None = None,
+        kappa: float = 1.0,
+        n_intervals: int = 1,
+        *,
+        energy: bool = True,
+        speed_limit: float | None = None,
+        speed_sigma: float = 1.0,
+        accel_limit: float | None = None,
+        accel_sigma: float = 1.0,
+        include_end: bool = False,
+    ) -> None:
+        from usv_planner.gp_interp import lambda_psi
+
+        self.sdf, self.epsilon, self.obstacle_sigma, self.dt = sdf, epsilon, obstacle_sigma, dt
+        self.current, self.std, self.kappa = current, std, kappa
+        self.taus = np.asarray(taus, dtype=float)
+        self.k = int(n_intervals)
+        # include_end adds the last interval's right end (the final state) as one more point per
+        # interval, masked out (zero hinge and weight) everywhere but in the last interval.
+        self.mask = np.ones((self.k, len(self.taus) + include_end))
+        if include_end:
+            self.taus = np.append(self.taus, dt)
+            self.mask[:-1, -1] = 0.0
+        self.mask = self.mask.reshape(-1)
+        self.m = len(self.taus)
+        pairs = [lambda_psi(dt, tau) for tau in self.taus]
+        self.lam = np.stack([a for a, _ in pairs])
+        self.psi = np.stack([b for _, b in pairs])
+        self.sqrt_w = np.sqrt(np.broadcast_to(np.asarray(weights, dtype=float), (self.k, self.m))).reshape(-1)
+        self.times = (t_left + dt * np.arange(self.k)[:, None] + self.taus[None, :]).reshape(-1)
+        self.use_energy = current is not None and energy
+        self.speed_limit, self.speed_sigma = speed_limit, speed_sigma
+        self.accel_limit, self.accel_sigma = accel_limit, accel_sigma
+        self.per = 1 + 3 * self.use_energy + (speed_limit is not None)
+        self.n_acc = 2 if accel_limit is not None else 0
+        self.rows = self.m * self.per + self.n_acc
+        self._cache: tuple[np.ndarray, bool, tuple] | None = None
+
+    def _point_terms(self, p: np.ndarray, v: np.ndarray, want: bool):
+        total = len(p)
+        err = np.zeros((total, self.per))
+        jx = np.zeros((total, self.per, 2, 2)) if want else None  # d error / d interpolated ([p, v], axis)
+        d, grad = self.sdf(p)
+        h, jh = hinge_batch(d, grad, self.epsilon)
+        err[:, 0] = h * (self.mask / self.obstacle_sigma)
+        if want:
+            jx[:, 0, 0] = jh * (self.mask / self.obstacle_sigma)[:, None]
+        if self.current is not None:
+            c, jc = self.current(p, self.times)
+        else:
+            c, jc = np.zeros_like(v), np.zeros((total, 2, 2))
+        col = 1
+        if self.use_energy:
+            if self.std is not None:
+                s, ds = self.std(p, self.times)
+            else:
+                s, ds = np.zeros(total), np.zeros((total, 2))
+            e, jp, jv = energy_batch(v, c, jc, s, ds, self.kappa)
+            err[:, 1:4] = e * self.sqrt_w[:, None]
+            if want:
+                jx[:, 1:4, 0] = jp * self.sqrt_w[:, None, None]
+                jx[:, 1:4, 1] = jv * self.sqrt_w[:, None, None]
+            col = 4
+        if self.speed_limit is not None:
+            e, jp, jv = speed_hinge_batch(v, c, jc, float(self.speed_limit))
+            scale = self.mask / self.speed_sigma
+            err[:, col] = e * scale
+            if want:
+                jx[:, col, 0] = jp * scale[:, None]
+                jx[:, col, 1] = jv * scale[:, None]
+        return err, jx
+
+    def evaluate(self, st: np.ndarray, want: bool) -> tuple:
+        """``st`` ``(K+1, 2 [p, v], 2)``: errors ``(K, rows)`` and, with ``want``, Jacobian blocks
+        w.r.t. the left and right state of each interval ``(K, rows, 2 [p, v], 2)``."""
+        cache = self._cache
+        if cache is not None and (cache[1] or not want) and np.array_equal(cache[0], st):
+            return cache[2]
+        k, m, per = self.k, self.m, self.per
+        states = np.einsum("mab,kbc->kmac", self.lam, st[:-1]) + np.einsum("mab,kbc->kmac", self.psi, st[1:])
+        states = states.reshape(k * m, 2, 2)
+        err, jx = self._point_terms(states[:, 0], states[:, 1], want)
+        err = err.reshape(k, m * per)
+        if self.n_acc:
+            acc_err, acc_jac = _accel_rows(st, self.dt, float(self.accel_limit), self.accel_sigma)
+            err = np.concatenate([err, acc_err], axis=1)
+        if not want:
+            out: tuple = (err, None, None)
+        else:
+            jx = jx.reshape(k, m, per, 2, 2)
+            # interpolated x[a] = sum_b lam[a, b] x_left[b] + psi[a, b] x_right[b]  (a, b in {p, v})
+            left = np.einsum("kmeax,mab->kmebx", jx, self.lam).reshape(k, m * per, 2, 2)
+            right = np.einsum("kmeax,mab->kmebx", jx, self.psi).reshape(k, m * per, 2, 2)
+            if self.n_acc:
+                blocks = acc_jac.reshape(k, 2, 2, 2, 2)  # (K, end, [left, right], [p, v], axis)
+                left = np.concatenate([left, blocks[:, :, 0]], axis=1)
+                right = np.concatenate([right, blocks[:, :, 1]], axis=1)
+            out = (err, left, right)
+        self._cache = (st.copy(), want, out)
+        return out
+
+    def block_fn(self, i0: int, count: int) -> FactorFn:
+        """Factor function over keys ``(p_i0, v_i0, ..., p_{i0+count}, v_{i0+count})`` reading states
+        of all intervals through ``all_states()`` (set by :meth:`bind`) or only its own."""
+
+        def fn(xs: list[np.ndarray], want_jacobians: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+            own = np.asarray(xs).reshape(count + 1, 2, 2)
+            full = self._full_states(own, i0)
+            err, left, right = self.evaluate(full, want_jacobians)
+            err = err[i0 : i0 + count].reshape(-1)
+            if not want_jacobians:
+                return err, []
+            idx = np.arange(count)
+            jac = np.zeros((count, self.rows, count + 1, 2, 2))
+            jac[idx, :, idx] = left[i0 : i0 + count]
+            jac[idx, :, idx + 1] = right[i0 : i0 + count]
+            jac = jac.reshape(count * self.rows, count + 1, 2, 2)
+            return err, [jac[:, state, kind, :] for state in range(count + 1) for kind in (0, 1)]
+
+        fn.rows_per_interval = self.rows  # type: ignore[attr-defined]
+        return fn
+
+    def _full_states(self, own: np.ndarray, i0: int) -> np.ndarray:
+        """All ``K + 1`` states: the cached ones where they agree with this factor's own, else re-read."""
+        if self.k + 1 == len(own):
+            return own
+        cache = self._cache
+        if cache is not None and np.array_equal(cache[0][i0 : i0 + len(own)], own):
+            return cache[0]
+        if self._reader is None:
+            raise RuntimeError("a shared SegmentEvaluator needs bind(reader) to read all states")
+        full = self._reader()
+        if not np.array_equal(full[i0 : i0 + len(own)], own):
+            raise RuntimeError("segment evaluator read states that differ from the factor's own")
+        return full
+
+    _reader = None
+
+    def bind(self, reader: Callable[[], np.ndarray]) -> None:
+        """``reader()`` returns all ``(K+1, 2, 2)`` states of the values being evaluated now."""
+        self._reader = reader
+
+
 def segment_error(
     sdf: SdfFn,
     epsilon: float,
@@ -233,12 +420,7 @@ def segment_error(
     std: StdFn | None = None,
     kappa: float = 1.0,
     n_intervals: int = 1,
-    *,
-    energy: bool = True,
-    speed_limit: float | None = None,
-    speed_sigma: float = 1.0,
-    accel_limit: float | None = None,
-    accel_sigma: float = 1.0,
+    **limits: Any,
 ) -> FactorFn:
     """Whitened obstacle, energy and limit residuals at GP-interpolated points of consecutive intervals.
 
@@ -249,89 +431,16 @@ def segment_error(
     pre-multiplied by ``sqrt(weight)`` and hinge residuals divided by their sigma, so use a
     unit noise model. Per point the error is ``[hinge, energy(3) if current and energy,
     speed hinge if speed_limit]``; with ``accel_limit`` each interval adds two acceleration hinges
-    (the GP mean's acceleration at both ends, where its norm peaks). Without limits this is the
-    same model as per-point factors wrapped in ``WnoaInterpFactorPoint2``, evaluated in one call.
-    The returned function takes ``(xs, want_jacobians=True)``; without Jacobians it skips their cost.
+    (the GP mean's acceleration at both ends, where its norm peaks). Keyword options
+    (``energy``, ``speed_limit``, ``speed_sigma``, ``accel_limit``, ``accel_sigma``) as in
+    :class:`SegmentEvaluator`. Without limits this is the same model as per-point factors wrapped
+    in ``WnoaInterpFactorPoint2``, evaluated in one call. The returned function takes
+    ``(xs, want_jacobians=True)``; without Jacobians it skips their cost.
     """
-    from usv_planner.gp_interp import lambda_psi
-
-    taus = np.asarray(taus, dtype=float)
-    k_int = int(n_intervals)
-    m = len(taus)
-    lam = np.empty((m, 2, 2))
-    psi = np.empty((m, 2, 2))
-    for j, tau in enumerate(taus):
-        lam[j], psi[j] = lambda_psi(dt, tau)
-    sqrt_w = np.sqrt(np.broadcast_to(np.asarray(weights, dtype=float), (k_int, m))).reshape(-1)
-    times = (t_left + dt * np.arange(k_int)[:, None] + taus[None, :]).reshape(-1)
-    use_energy = current is not None and energy
-    use_speed = speed_limit is not None
-    per = 1 + 3 * use_energy + use_speed
-    n_acc = 2 if accel_limit is not None else 0
-    total = k_int * m
-    rows = m * per + n_acc
-    idx = np.arange(k_int)
-
-    def point_terms(p, v, want):
-        err = np.zeros((total, per))
-        jx = np.zeros((total, per, 2, 2)) if want else None  # d error / d interpolated ([p, v], axis)
-        d, grad = sdf(p)
-        h, jh = hinge_batch(d, grad, epsilon)
-        err[:, 0] = h / obstacle_sigma
-        if want:
-            jx[:, 0, 0] = jh / obstacle_sigma
-        if current is not None:
-            c, jc = current(p, times)
-        else:
-            c, jc = np.zeros_like(v), np.zeros((total, 2, 2))
-        col = 1
-        if use_energy:
-            if std is not None:
-                s, ds = std(p, times)
-            else:
-                s, ds = np.zeros(total), np.zeros((total, 2))
-            e, jp, jv = energy_batch(v, c, jc, s, ds, kappa)
-            err[:, 1:4] = e * sqrt_w[:, None]
-            if want:
-                jx[:, 1:4, 0] = jp * sqrt_w[:, None, None]
-                jx[:, 1:4, 1] = jv * sqrt_w[:, None, None]
-            col = 4
-        if use_speed:
-            e, jp, jv = speed_hinge_batch(v, c, jc, float(speed_limit))
-            err[:, col] = e / speed_sigma
-            if want:
-                jx[:, col, 0] = jp / speed_sigma
-                jx[:, col, 1] = jv / speed_sigma
-        return err, jx
-
-    def fn(xs: list[np.ndarray], want_jacobians: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
-        st = np.asarray(xs).reshape(k_int + 1, 2, 2)  # (state, [p, v], axis)
-        states = np.einsum("mab,kbc->kmac", lam, st[:-1]) + np.einsum("mab,kbc->kmac", psi, st[1:])
-        states = states.reshape(total, 2, 2)
-        err, jx = point_terms(states[:, 0], states[:, 1], want_jacobians)
-        err = err.reshape(k_int, m * per)
-        if n_acc:
-            acc_err, acc_jac = _accel_rows(st, dt, float(accel_limit), accel_sigma)
-            err = np.concatenate([err, acc_err], axis=1)
-        if not want_jacobians:
-            return err.reshape(-1), []
-        jx = jx.reshape(k_int, m, per, 2, 2)
-        # interpolated x[a] = sum_b lam[a, b] x_left[b] + psi[a, b] x_right[b]  (a, b in {p, v})
-        d_left = np.einsum("kmeax,mab->kmebx", jx, lam).reshape(k_int, m * per, 2, 2)
-        d_right = np.einsum("kmeax,mab->kmebx", jx, psi).reshape(k_int, m * per, 2, 2)
-        full = np.zeros((k_int, rows, k_int + 1, 2, 2))
-        full[idx, : m * per, idx] = d_left
-        full[idx, : m * per, idx + 1] = d_right
-        if n_acc:
-            blocks = acc_jac.reshape(k_int, 2, 2, 2, 2)  # (K, end, [left, right], [p, v], axis)
-            full[idx, m * per :, idx] = blocks[:, :, 0]
-            full[idx, m * per :, idx + 1] = blocks[:, :, 1]
-        full = full.reshape(k_int * rows, k_int + 1, 2, 2)
-        jacs = [full[:, state, kind, :] for state in range(k_int + 1) for kind in (0, 1)]
-        return err.reshape(-1), jacs
-
-    fn.rows_per_interval = rows  # type: ignore[attr-defined]
-    return fn
+    evaluator = SegmentEvaluator(
+        sdf, epsilon, obstacle_sigma, dt, t_left, taus, weights, current, std, kappa, n_intervals, **limits
+    )
+    return evaluator.block_fn(0, int(n_intervals))
 
 
 def numerical_jacobian(

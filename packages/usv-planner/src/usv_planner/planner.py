@@ -31,12 +31,14 @@ from research_systems_core.validation import (
 from usv_planner.currents import CurrentField, FrozenField, UniformCurrent
 from usv_planner.environment import Environment
 from usv_planner.factors import (
+    SegmentEvaluator,
     checked_custom_factor,
     current_energy_error,
     obstacle_hinge_error,
-    segment_error,
 )
+from usv_planner.global_search import homotopy_paths, resample_polyline
 from usv_planner.gp_interp import interpolate_states
+from usv_planner.limits import check_field_on_map, check_limits, check_reachable_in_time
 from usv_planner.metrics import trajectory_metrics, trapezoid
 
 __all__ = ["CURRENT_MODES", "SOLVERS", "GPMP2Planner", "PlannerConfig", "Trajectory"]
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 SOLVERS = ("lm", "gn", "dogleg")
 INTERP_BACKENDS = ("batched", "native")
 CURRENT_MODES = ("spatiotemporal", "frozen", "blind")
+INITS = ("global", "bulges", "both")
 
 
 def _pkey(i: int) -> int:
@@ -86,6 +89,17 @@ class PlannerConfig:
     endpoint_sigma: float = 1e-4
     velocity_sigma: float = 3.0
     dense_per_interval: int = 8
+    init: str = "global"
+    max_classes: int = 3
+    speed_limit: float | None = None
+    accel_limit: float | None = None
+    limit_sigma: float = 0.003
+    limit_tolerance: float = 0.02
+    min_clearance: float | None = None
+    max_escalations: int = 3
+    workers: int = 1
+    screen_iterations: int = 5
+    relative_tolerance: float = 1e-4
 
     def validate(self) -> PlannerConfig:
         check_int("n_states", self.n_states, minimum=2)
@@ -106,6 +120,21 @@ class PlannerConfig:
             check_range("bulge", b, -2.0, 2.0)
         if not self.bulges:
             raise ValueError("bulges must hold at least one initialisation (0.0 is the straight line)")
+        check_choice("init", self.init, INITS)
+        check_int("max_classes", self.max_classes, minimum=1)
+        for name in ("speed_limit", "accel_limit", "min_clearance"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
+        check_positive("limit_sigma", self.limit_sigma)
+        check_range("limit_tolerance", self.limit_tolerance, 0.0, 1.0)
+        check_int("max_escalations", self.max_escalations, minimum=0)
+        check_int("workers", self.workers, minimum=1)
+        check_int("screen_iterations", self.screen_iterations, minimum=0)
+        check_range("relative_tolerance", self.relative_tolerance, 0.0, 0.5)
+        if self.interp_backend == "native" and (self.speed_limit or self.accel_limit):
+            raise ValueError(
+                "speed_limit/accel_limit need interp_backend='batched' (the native backend has no limit factors)"
+            )
         return self
 
 
@@ -129,10 +158,13 @@ class Trajectory:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     planning_field: CurrentField | None = field(default=None, repr=False)
     kappa: float = 0.0
+    limits: dict[str, Any] = field(default_factory=dict)
+    min_clearance_m: float = float("nan")
+    escalations: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.converged and self.collision_free
+        return self.converged and self.collision_free and bool(self.limits.get("ok", True))
 
     def metrics(self, env: Environment, current: CurrentField) -> dict[str, Any]:
         """:func:`usv_planner.metrics.trajectory_metrics` on the dense trajectory, plus solver flags."""
@@ -144,6 +176,8 @@ class Trajectory:
             u2 = ((self.dense_velocities - c) ** 2).sum(axis=1) + 2.0 * self.kappa * s**2
             out["model_energy"] = trapezoid(u2**1.5, self.dense_times)
         out.update(
+            limits=self.limits,
+            escalations=self.escalations,
             converged=self.converged,
             planner_collision_free=self.collision_free,
             model_cost=self.cost,
@@ -161,10 +195,23 @@ class GPMP2Planner:
 
     # ------------------------------------------------------------------ graph
     def build_graph(
-        self, scaled: _Scaled, start_velocity: np.ndarray | None, goal_velocity: np.ndarray | None
+        self,
+        scaled: _Scaled,
+        start_velocity: np.ndarray | None,
+        goal_velocity: np.ndarray | None,
+        stiffness: dict[str, float] | None = None,
     ) -> dict[str, gtsam.NonlinearFactorGraph]:
-        """Factor graphs by term (prior, obstacle, current) in normalised units."""
+        """Factor graphs by term (prior, obstacle, current, limits) in normalised units.
+
+        ``stiffness`` divides the hinge sigmas (keys ``obstacle``, ``limits``): the escalation
+        loop raises it when the returned plan violates a hard clearance or a vehicle limit.
+        """
         cfg = self.config
+        stiff = {"obstacle": 1.0, "limits": 1.0, **(stiffness or {})}
+        obstacle_sigma = cfg.obstacle_sigma / stiff["obstacle"]
+        limit_sigma = cfg.limit_sigma / stiff["limits"]
+        speed_n = None if cfg.speed_limit is None else cfg.speed_limit * scaled.T / scaled.L
+        accel_n = None if cfg.accel_limit is None else cfg.accel_limit * scaled.T**2 / scaled.L
         n = cfg.n_states
         dt = 1.0 / (n - 1)
         q = np.full(2, cfg.qc)
@@ -189,8 +236,8 @@ class GPMP2Planner:
         for i in range(n - 1):
             prior.add(gtsam.WnoaMotionFactorPoint2(states[i], states[i + 1], q))
 
-        eps_n = cfg.epsilon / scaled.L
-        obs_noise = gtsam.noiseModel.Isotropic.Sigma(1, cfg.obstacle_sigma)
+        eps_n = max(cfg.epsilon, cfg.min_clearance or 0.0) / scaled.L
+        obs_noise = gtsam.noiseModel.Isotropic.Sigma(1, obstacle_sigma)
         use_current = cfg.energy_weight > 0
         std_fn = scaled.std if (scaled.current.has_uncertainty and cfg.kappa > 0) else None
         h = dt / (cfg.n_interp + 1)  # spacing of the evaluation points, normalised time
@@ -201,38 +248,49 @@ class GPMP2Planner:
         hinge = obstacle_hinge_error(scaled.sdf, eps_n)
         if cfg.interp_backend == "batched":
             taus = h * np.arange(cfg.n_interp + 1)
-            per = 4 if use_current else 1
+            weights = np.zeros((n - 1, len(taus) + 1))  # the extra column is the final state
+            weights[:, :-1] = h
+            if not cfg.current_at_interp:
+                weights[:, 0], weights[:, 1:-1] = dt, 0.0
+            weights[0, 0] /= 2
+            weights[-1, -1] = h / 2 if cfg.current_at_interp else dt / 2
+            evaluator = SegmentEvaluator(
+                scaled.sdf,
+                eps_n,
+                obstacle_sigma,
+                dt,
+                0.0,
+                taus,
+                cfg.energy_weight * weights,
+                scaled.velocity if (use_current or speed_n is not None) else None,
+                std_fn,
+                cfg.kappa,
+                n - 1,
+                energy=use_current,
+                speed_limit=speed_n,
+                speed_sigma=limit_sigma,
+                accel_limit=accel_n,
+                accel_sigma=limit_sigma,
+                include_end=True,
+            )
+            seen: dict[str, gtsam.Values] = {}
+            all_keys = [(_pkey(i), _vkey(i)) for i in range(n)]
+
+            def remember(values: gtsam.Values) -> None:
+                seen["values"] = values
+
+            def read_all() -> np.ndarray:
+                v = seen["values"]
+                return np.array([[v.atPoint2(pk), v.atPoint2(vk)] for pk, vk in all_keys])
+
+            evaluator.bind(read_all)
             for i0 in range(0, n - 1, cfg.batch_intervals):
                 k_int = min(cfg.batch_intervals, n - 1 - i0)
-                weights = np.full((k_int, len(taus)), h)
-                if not cfg.current_at_interp:
-                    weights[:, 0], weights[:, 1:] = dt, 0.0
-                if i0 == 0:
-                    weights[0, 0] /= 2
-                fn = segment_error(
-                    scaled.sdf,
-                    eps_n,
-                    cfg.obstacle_sigma,
-                    dt,
-                    i0 * dt,
-                    taus,
-                    cfg.energy_weight * weights,
-                    scaled.velocity if use_current else None,
-                    std_fn,
-                    cfg.kappa,
-                    n_intervals=k_int,
-                )
+                fn = evaluator.block_fn(i0, k_int)
                 keys = [k for i in range(i0, i0 + k_int + 1) for k in (_pkey(i), _vkey(i))]
-                dim = per * len(taus) * k_int
+                dim = evaluator.rows * k_int
                 graphs["obstacle+current (batched)"].add(
-                    checked_custom_factor(gtsam.noiseModel.Unit.Create(dim), keys, fn, dim)
-                )
-            graphs["obstacle"].add(checked_custom_factor(obs_noise, [_pkey(n - 1)], hinge, 1))
-            if use_current:
-                last_w = h / 2 if cfg.current_at_interp else dt / 2
-                fn = current_energy_error(scaled.velocity, 1.0, std_fn, cfg.kappa)
-                graphs["current"].add(
-                    checked_custom_factor(current_noise(last_w), [_pkey(n - 1), _vkey(n - 1)], fn, 3)
+                    checked_custom_factor(gtsam.noiseModel.Unit.Create(dim), keys, fn, dim, before=remember)
                 )
             return graphs
         for i in range(n):
@@ -273,32 +331,42 @@ class GPMP2Planner:
             values.insert(_vkey(i), v)
         return values
 
+    def _optimizer(self, graph: gtsam.NonlinearFactorGraph, init: gtsam.Values) -> gtsam.NonlinearOptimizer:
+        cfg = self.config
+        kinds = {
+            "lm": (gtsam.LevenbergMarquardtParams, gtsam.LevenbergMarquardtOptimizer),
+            "gn": (gtsam.GaussNewtonParams, gtsam.GaussNewtonOptimizer),
+            "dogleg": (gtsam.DoglegParams, gtsam.DoglegOptimizer),
+        }
+        params_cls, optimizer_cls = kinds[cfg.solver]
+        params = params_cls()
+        params.setMaxIterations(cfg.max_iterations)
+        params.setRelativeErrorTol(cfg.relative_tolerance)
+        params.setAbsoluteErrorTol(1e-7)
+        return optimizer_cls(graph, init, params)
+
+    def _iterate(self, optimizer: gtsam.NonlinearOptimizer, budget: int) -> tuple[int, bool]:
+        """Run up to ``budget`` iterations; returns (iterations run, converged) by gtsam's criteria."""
+        cfg = self.config
+        done = 0
+        for _ in range(budget):
+            before = optimizer.error()
+            optimizer.iterate()
+            done += 1
+            after = optimizer.error()
+            if not np.isfinite(after):
+                return done, False
+            decrease = before - after
+            if after <= 1e-12 or abs(decrease) <= 1e-7 or abs(decrease) <= cfg.relative_tolerance * before:
+                return done, True
+        return done, False
+
     def _optimize(
         self, graph: gtsam.NonlinearFactorGraph, init: gtsam.Values
     ) -> tuple[gtsam.Values, int, bool]:
-        cfg = self.config
-        if cfg.solver == "lm":
-            params = gtsam.LevenbergMarquardtParams()
-            params.setMaxIterations(cfg.max_iterations)
-            params.setRelativeErrorTol(1e-5)
-            params.setAbsoluteErrorTol(1e-7)
-            optimizer = gtsam.LevenbergMarquardtOptimizer(graph, init, params)
-        elif cfg.solver == "gn":
-            params = gtsam.GaussNewtonParams()
-            params.setMaxIterations(cfg.max_iterations)
-            params.setRelativeErrorTol(1e-5)
-            params.setAbsoluteErrorTol(1e-7)
-            optimizer = gtsam.GaussNewtonOptimizer(graph, init, params)
-        else:
-            params = gtsam.DoglegParams()
-            params.setMaxIterations(cfg.max_iterations)
-            params.setRelativeErrorTol(1e-5)
-            params.setAbsoluteErrorTol(1e-7)
-            optimizer = gtsam.DoglegOptimizer(graph, init, params)
-        result = optimizer.optimize()
-        iterations = int(optimizer.iterations())
-        converged = iterations < cfg.max_iterations and np.isfinite(graph.error(result))
-        return result, iterations, bool(converged)
+        optimizer = self._optimizer(graph, init)
+        iterations, converged = self._iterate(optimizer, self.config.max_iterations)
+        return optimizer.values(), iterations, converged
 
     # ------------------------------------------------------------------ public
     def plan(
@@ -318,6 +386,7 @@ class GPMP2Planner:
         start_p = env.check_free_point("start", start)
         goal_p = env.check_free_point("goal", goal)
         horizon = check_positive("horizon", cfg.horizon if horizon is None else horizon)
+        check_finite("t0", t0)
         length = float(np.linalg.norm(goal_p - start_p))
         if length == 0.0:
             raise ValueError(f"start and goal are the same point {tuple(start_p.tolist())}")
@@ -326,55 +395,34 @@ class GPMP2Planner:
             current = FrozenField(current, t0)
         elif cfg.current_mode == "blind":
             current = UniformCurrent()
-        probe = np.stack([start_p, goal_p, 0.5 * (start_p + goal_p)])
-        check_finite("current field velocity at start/goal", current.velocity(probe, t0)[0])
         for name, vel in (("start_velocity", start_velocity), ("goal_velocity", goal_velocity)):
             if vel is not None and np.asarray(vel, dtype=float).shape != (2,):
                 raise ValueError(f"{name} must be a (vx, vy) pair, got {vel!r}")
+        check_field_on_map(env, current, t0, horizon, cfg.speed_limit)
+        check_reachable_in_time(length, horizon, env, current, t0, cfg.speed_limit)
 
         # Rotate so the start->goal direction is +x in normalised coordinates.
         direction = (goal_p - start_p) / length
         rot = np.array([[direction[0], -direction[1]], [direction[1], direction[0]]])  # normalised -> world
         scaled = _Scaled(env, current, start_p, length, horizon, t0, rot)
         to_n = lambda v: None if v is None else rot.T @ np.asarray(v, dtype=float)  # noqa: E731
-        graphs = self.build_graph(scaled, to_n(start_velocity), to_n(goal_velocity))
-        graph = gtsam.NonlinearFactorGraph()
-        for g in graphs.values():
-            graph.push_back(g)
-
+        job = _Job(self, scaled, to_n(start_velocity), to_n(goal_velocity))
+        inits = self._initial_values(env, start_p, goal_p, rot, length)
+        solved = job.solve_all([values for _, values in inits], cfg.workers)
         candidates: list[dict[str, Any]] = []
-        best: tuple[float, dict[str, Any]] | None = None
-        for bulge in cfg.bulges:
-            result, iterations, converged = self._optimize(graph, self._initial(bulge))
-            traj = self._extract(result, scaled, rot)
-            dense_free = env.path_is_free(traj["dense_positions"])
-            cost = float(graph.error(result))
-            info = {
-                "bulge": bulge,
-                "cost": cost,
-                "iterations": iterations,
-                "converged": converged,
-                "collision_free": dense_free,
-            }
-            candidates.append(info)
-            rank = (0 if dense_free else 1, cost)
+        best: tuple[tuple[int, float], dict[str, Any]] | None = None
+        for (label, _), (result, iterations, converged) in zip(inits, solved, strict=True):
+            info = {"init": label, "iterations": iterations, "converged": converged}
+            if label.startswith("bulge"):
+                info["bulge"] = float(label.split()[1])
+            chosen = self._assess(job, result, info)
+            candidates.append({k: v for k, v in chosen.items() if k in _CANDIDATE_KEYS})
+            rank = (0 if chosen["feasible"] else 1, chosen["cost"])
             if best is None or rank < best[0]:
-                best = (
-                    rank,
-                    {**traj, **info, "terms": {k: float(g.error(result)) for k, g in graphs.items()}},
-                )
+                best = (rank, chosen)
         assert best is not None
-        chosen = best[1]
-        if not chosen["collision_free"]:
-            log.warning(
-                "GPMP2 found no collision-free trajectory among %d initialisations; returning the lowest-cost one flagged",
-                len(cfg.bulges),
-            )
-        elif not chosen["converged"]:
-            log.warning(
-                "GPMP2 did not converge within %d iterations; returning its best collision-free result",
-                cfg.max_iterations,
-            )
+        chosen = self._escalate(job, best[1])
+        self._warn_if_flagged(chosen, len(inits))
         return Trajectory(
             times=chosen["times"],
             positions=chosen["positions"],
@@ -387,12 +435,118 @@ class GPMP2Planner:
             cost=chosen["cost"],
             iterations=chosen["iterations"],
             planning_time_s=time.perf_counter() - tic,
-            init_bulge=chosen["bulge"],
+            init_bulge=chosen.get("bulge", float("nan")),
             cost_terms=chosen["terms"],
             candidates=candidates,
             planning_field=current,
             kappa=cfg.kappa if current.has_uncertainty else 0.0,
+            limits=chosen["limits"],
+            min_clearance_m=chosen["min_clearance_m"],
+            escalations=chosen["escalations"],
         )
+
+    def _initial_values(
+        self, env: Environment, start: np.ndarray, goal: np.ndarray, rot: np.ndarray, length: float
+    ) -> list[tuple[str, gtsam.Values]]:
+        """Initial trajectories: shortest paths per homotopy class and/or the preset bulges."""
+        cfg = self.config
+        inits: list[tuple[str, gtsam.Values]] = []
+        if cfg.init in ("global", "both"):
+            clearance = max(cfg.epsilon, cfg.min_clearance or 0.0)
+            paths = homotopy_paths(env, start, goal, clearance, max_classes=cfg.max_classes)
+            if not paths:
+                paths = homotopy_paths(env, start, goal, 0.0, max_classes=cfg.max_classes)
+                if not paths:
+                    raise ValueError(
+                        f"goal {tuple(goal.tolist())} is unreachable from start {tuple(start.tolist())}: "
+                        "obstacles or the map border block every route"
+                    )
+            for path in paths:
+                points_n = (path.points - start) @ rot / length
+                inits.append((f"class {path.sides}", self._initial_from_path(points_n)))
+        if cfg.init in ("bulges", "both"):
+            inits.extend((f"bulge {b:g}", self._initial(b)) for b in cfg.bulges)
+        return inits
+
+    def _initial_from_path(self, points_n: np.ndarray) -> gtsam.Values:
+        """Support states evenly spaced in arc length along a normalised polyline, velocities by differences."""
+        n = self.config.n_states
+        positions = resample_polyline(points_n, n)
+        velocities = np.gradient(positions, np.linspace(0.0, 1.0, n), axis=0)
+        values = gtsam.Values()
+        for i in range(n):
+            values.insert(_pkey(i), positions[i])
+            values.insert(_vkey(i), velocities[i])
+        return values
+
+    def _assess(self, job: _Job, result: gtsam.Values, info: dict[str, Any]) -> dict[str, Any]:
+        """Extract a solved trajectory and check it: true clearance, collisions, vehicle limits."""
+        cfg = self.config
+        env, scaled = job.scaled.env, job.scaled
+        traj = self._extract(result, scaled, scaled.rot)
+        dense = traj["dense_positions"]
+        clearance = env.clearance(dense)
+        collision_free = bool((clearance > 0).all() and env.inside(dense).all())
+        limits = check_limits(traj, scaled.current, cfg.speed_limit, cfg.accel_limit, cfg.limit_tolerance)
+        clearance_ok = cfg.min_clearance is None or float(clearance.min()) >= cfg.min_clearance
+        limits["min_clearance_required_m"] = cfg.min_clearance
+        limits["clearance_ok"] = clearance_ok
+        limits["ok"] = limits["within_limits"] and clearance_ok
+        graph = job.graph()
+        return {
+            **traj,
+            **info,
+            "result": result,
+            "cost": float(graph.error(result)),
+            "terms": {k: float(g.error(result)) for k, g in job.graphs.items()},
+            "collision_free": collision_free,
+            "min_clearance_m": float(clearance.min()),
+            "limits": limits,
+            "feasible": collision_free and limits["within_limits"] and clearance_ok,
+            "escalations": 0,
+        }
+
+    def _escalate(self, job: _Job, chosen: dict[str, Any]) -> dict[str, Any]:
+        """Re-optimise with stiffer hinges while the chosen plan violates a limit or the hard clearance."""
+        cfg = self.config
+        stiffness = {"obstacle": 1.0, "limits": 1.0}
+        for round_ in range(1, cfg.max_escalations + 1):
+            if chosen["feasible"] or not (
+                cfg.speed_limit or cfg.accel_limit or cfg.min_clearance or not chosen["collision_free"]
+            ):
+                break
+            if not chosen["collision_free"] or not chosen["limits"]["clearance_ok"]:
+                stiffness["obstacle"] *= 10.0
+            if not chosen["limits"]["within_limits"]:
+                stiffness["limits"] *= 10.0
+            log.info("plan violates a constraint; re-optimising with hinge stiffness %s", stiffness)
+            stiff_job = _Job(self, job.scaled, job.start_velocity, job.goal_velocity, stiffness)
+            result, iterations, converged = stiff_job.solve(chosen["result"])
+            info = {
+                "init": chosen["init"],
+                "iterations": chosen["iterations"] + iterations,
+                "converged": converged,
+            }
+            candidate = self._assess(stiff_job, result, info)
+            candidate["escalations"] = round_
+            if candidate["feasible"] or not chosen["feasible"]:
+                chosen = candidate
+        return chosen
+
+    def _warn_if_flagged(self, chosen: dict[str, Any], n_inits: int) -> None:
+        cfg = self.config
+        if not chosen["collision_free"]:
+            log.warning(
+                "GPMP2 found no collision-free trajectory among %d initialisations; returning the lowest-cost one flagged",
+                n_inits,
+            )
+        elif not chosen["limits"]["ok"]:
+            log.warning("the plan violates a vehicle limit or the hard clearance: %s", chosen["limits"])
+        elif not chosen["converged"]:
+            log.warning(
+                "GPMP2 did not converge within %d iterations; returning its best collision-free result",
+                cfg.max_iterations,
+            )
 
     def _extract(self, result: gtsam.Values, scaled: _Scaled, rot: np.ndarray) -> dict[str, np.ndarray]:
         n = self.config.n_states
@@ -410,6 +564,95 @@ class GPMP2Planner:
             "dense_positions": dp,
             "dense_velocities": dv,
         }
+
+
+_CANDIDATE_KEYS = ("init", "cost", "iterations", "converged", "collision_free", "feasible", "min_clearance_m")
+_FORK_JOB: tuple[_Job, list[gtsam.Values]] | None = None
+
+
+class _Job:
+    """One planning problem in normalised units: builds its graph and optimises initial values."""
+
+    def __init__(
+        self,
+        planner: GPMP2Planner,
+        scaled: _Scaled,
+        start_velocity: np.ndarray | None,
+        goal_velocity: np.ndarray | None,
+        stiffness: dict[str, float] | None = None,
+    ) -> None:
+        self.planner, self.scaled = planner, scaled
+        self.start_velocity, self.goal_velocity = start_velocity, goal_velocity
+        self.graphs = planner.build_graph(scaled, start_velocity, goal_velocity, stiffness)
+        self._graph: gtsam.NonlinearFactorGraph | None = None
+
+    def graph(self) -> gtsam.NonlinearFactorGraph:
+        if self._graph is None:
+            self._graph = gtsam.NonlinearFactorGraph()
+            for g in self.graphs.values():
+                self._graph.push_back(g)
+        return self._graph
+
+    def solve(self, init: gtsam.Values) -> tuple[gtsam.Values, int, bool]:
+        return self.planner._optimize(self.graph(), init)
+
+    def screen_and_finish(
+        self, inits: list[gtsam.Values], screen: int
+    ) -> list[tuple[gtsam.Values, int, bool]]:
+        """Successive halving: ``screen`` iterations from every start, then only the cheapest runs on.
+
+        The others are returned as screened (flagged not converged), so the candidate list still
+        shows every homotopy class with its early cost."""
+        planner = self.planner
+        runs = []
+        for init in inits:
+            optimizer = planner._optimizer(self.graph(), init)
+            done, converged = planner._iterate(optimizer, screen)
+            runs.append([optimizer, done, converged])
+        best = min(range(len(runs)), key=lambda i: runs[i][0].error())
+        optimizer, done, converged = runs[best]
+        if not converged:
+            more, converged = planner._iterate(optimizer, planner.config.max_iterations - done)
+            runs[best][1:] = [done + more, converged]
+        return [
+            (opt.values(), done, conv if i == best else False) for i, (opt, done, conv) in enumerate(runs)
+        ]
+
+    def solve_all(self, inits: list[gtsam.Values], workers: int) -> list[tuple[gtsam.Values, int, bool]]:
+        """Optimise every initialisation; with ``workers > 1`` in forked processes (POSIX only)."""
+        import multiprocessing as mp
+
+        screen = self.planner.config.screen_iterations
+        if workers <= 1 or len(inits) <= 1 or "fork" not in mp.get_all_start_methods():
+            if screen > 0 and len(inits) > 1:
+                return self.screen_and_finish(inits, screen)
+            return [self.solve(init) for init in inits]
+        global _FORK_JOB
+        _FORK_JOB = (self, inits)
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(inits))) as pool:
+                raw = pool.map(_solve_forked, range(len(inits)))
+        finally:
+            _FORK_JOB = None
+        n = self.planner.config.n_states
+        out = []
+        for states, iterations, converged in raw:
+            values = gtsam.Values()
+            for i in range(n):
+                values.insert(_pkey(i), states[i, 0])
+                values.insert(_vkey(i), states[i, 1])
+            out.append((values, iterations, converged))
+        return out
+
+
+def _solve_forked(index: int) -> tuple[np.ndarray, int, bool]:
+    """Worker of :meth:`_Job.solve_all`: the job was inherited through fork (gtsam graphs do not pickle)."""
+    assert _FORK_JOB is not None
+    job, inits = _FORK_JOB
+    result, iterations, converged = job.solve(inits[index])
+    n = job.planner.config.n_states
+    states = np.array([[result.atPoint2(_pkey(i)), result.atPoint2(_vkey(i))] for i in range(n)])
+    return states, iterations, converged
 
 
 class _Scaled:
