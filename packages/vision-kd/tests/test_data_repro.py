@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from research_systems_core.validation import UnknownNameError
-from vision_kd.data import load_dataset, make_cued_pairs
+from vision_kd.data import load_data, make_cued_pairs
 from vision_kd.reproduce import ReproConfig, _match_teachers, _verdict
 
 
@@ -40,17 +40,22 @@ def test_cued_pairs_are_repeatable_and_seeded():
         make_cued_pairs(images, labels, 5, seed=0, canvas=(32, 40))
 
 
-def test_mnist_cue_from_real_mnist(mnist_dir):
-    data = load_dataset("mnist-cue", mnist_dir, train=False, n=50)
-    assert data.images.shape == (50, 1, 32, 64) and data.num_classes == 10
-    assert set(data.labels.tolist()) <= set(range(10))
+@pytest.mark.parametrize(("name", "width"), [("mnist-cue", 64), ("mnist-far", 96)])
+def test_generated_tasks_from_real_mnist(mnist_dir, name, width):
+    data = load_data(name, mnist_dir, n_train=20, n_test=50)
+    assert len(data.train) == 20 and len(data.val) == 50 and data.num_classes == 10
+    x, y = data.val[0]
+    assert x.shape == (1, 32, width) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert 0 <= int(y) < 10
 
 
 def test_unknown_dataset_and_missing_data(tmp_path):
-    with pytest.raises(UnknownNameError, match="unknown dataset 'svhn'"):
-        load_dataset("svhn", tmp_path)
+    with pytest.raises(UnknownNameError, match="unknown dataset 'imagenet22k'"):
+        load_data("imagenet22k", tmp_path)
     with pytest.raises(FileNotFoundError, match="MNIST"):
-        load_dataset("mnist-cue", tmp_path)
+        load_data("mnist-cue", tmp_path)
+    with pytest.raises(FileNotFoundError, match="SVHN"):
+        load_data("svhn", tmp_path)
 
 
 def test_teacher_matching_picks_the_closest_snapshot():
@@ -85,16 +90,14 @@ def test_verdict_rules():
         ReproConfig(n_train=100, n_student=200).validate()
 
 
-def test_image_folder_loading(tmp_path):
-    from PIL import Image
+def test_image_folder_streams_at_224_with_imagenet_recipe(tmp_path):
+    from research_systems_core.vision import make_image_folder
 
-    for split in ("train", "val"):
-        for cls, value in (("cat", 40), ("dog", 200)):
-            folder = tmp_path / split / cls
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.new("RGB", (80, 70), (value, value + i, value)).save(folder / f"{i}.png")
-    data = load_dataset("folder", tmp_path, train=True)
-    assert data.images.shape == (6, 3, 64, 64) and data.num_classes == 2
-    assert sorted(data.labels.tolist()) == [0, 0, 0, 1, 1, 1]
-    assert load_dataset("folder", tmp_path, train=False, n=4).images.shape[0] == 4
+    make_image_folder(tmp_path, classes=3, per_class=4, size=40, seed=0)
+    data = load_data(f"folder:{tmp_path}", n_train=5)
+    assert data.num_classes == 3 and data.image_size == 224 and len(data.train) == 5
+    x, _ = data.train[0]
+    assert x.shape == (3, 224, 224) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    small = load_data(f"folder:{tmp_path}", image_size=32, augment=False)
+    a, b = small.train[0][0], small.train[0][0]
+    assert a.shape == (3, 32, 32) and torch.equal(a, b)  # no augmentation: the same image every time

@@ -1,19 +1,21 @@
+import dataclasses
 import itertools
 
 import pytest
 import torch
+from torch.utils.data import Subset
 
-from vision_kd.data import ImageData, load_dataset
+from vision_kd.data import load_data
 from vision_kd.losses import create_loss
 from vision_kd.models import create_model
-from vision_kd.train import TrainConfig, cache_teacher_outputs, evaluate, lr_at, train
+from vision_kd.sparse import SparseConfig
+from vision_kd.train import TrainConfig, cache_teacher_outputs, check_cache_exact, evaluate, lr_at, train
 
 
 @pytest.fixture(scope="module")
 def digits():
-    train_data = load_dataset("digits", ".", train=True, n=256)
-    test_data = load_dataset("digits", ".", train=False, n=128)
-    return train_data, test_data
+    data = load_data("digits")
+    return dataclasses.replace(data, train=Subset(data.train, range(256)), val=Subset(data.val, range(128)))
 
 
 def _student(seed=0):
@@ -26,16 +28,27 @@ def _teacher():
     return create_model("slak_pico", in_chans=1, num_classes=10, patch_size=1, kernel_sizes=(5, 3, 3, 3))
 
 
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 1, "batch_size": 64, "lr": 1e-2, "device": "cpu", **kw})
+
+
 def test_teacher_gets_no_gradient_and_never_changes(digits):
-    train_data, test_data = digits
     teacher = _teacher()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     teacher.train()  # train() must freeze it anyway
     student = _student()
     s_before = [p.clone() for p in student.parameters()]
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=1e-2)
     loss = create_loss("fd", student_channels=16, teacher_channels=32)
-    train(student, train_data, test_data, cfg, loss, teacher=teacher, student_tap=2, teacher_tap=1)
+    train(
+        student,
+        digits,
+        _cfg(),
+        loss,
+        teacher=teacher,
+        student_tap=2,
+        teacher_tap=1,
+        evaluate_each_epoch=False,
+    )
     assert not teacher.training
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     for k, v in teacher.state_dict().items():
@@ -44,31 +57,46 @@ def test_teacher_gets_no_gradient_and_never_changes(digits):
 
 
 def test_cached_teacher_logits_give_the_same_training(digits):
-    train_data, _ = digits
     teacher = _teacher()
-    cfg = TrainConfig(epochs=1, batch_size=64, lr=1e-2)
     a, b = _student(), _student()
-    train(a, train_data, None, cfg, create_loss("kd"), teacher=teacher)
-    cache = cache_teacher_outputs(teacher, train_data)
-    train(b, train_data, None, cfg, create_loss("kd"), teacher_cache=cache)
+    train(a, digits, _cfg(), create_loss("kd"), teacher=teacher, evaluate_each_epoch=False)
+    cache = cache_teacher_outputs(teacher, digits)
+    # keyed by sample index: row i is the teacher's output for training sample i
+    x5 = torch.stack([digits.train[i][0] for i in (5, 17)])
+    with torch.no_grad():
+        direct = teacher((x5 - 0.5) / 0.5)
+    torch.testing.assert_close(cache.logits[[5, 17]], direct)
+    train(b, digits, _cfg(), create_loss("kd"), teacher_cache=cache, evaluate_each_epoch=False)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
 
 
+def test_caching_is_refused_where_it_is_not_exact(digits):
+    check_cache_exact(False, _cfg())
+    with pytest.raises(ValueError, match="random augmentation"):
+        check_cache_exact(True, _cfg())
+    with pytest.raises(ValueError, match="mixup"):
+        check_cache_exact(False, _cfg(mixup=0.8))
+    cache = cache_teacher_outputs(_teacher(), digits)
+    with pytest.raises(ValueError, match="mixup/cutmix"):
+        train(_student(), digits, _cfg(cutmix=1.0), create_loss("kd"), teacher_cache=cache)
+
+
+def test_mixup_cutmix_and_smoothing_train(digits):
+    student = _student()
+    out = train(student, digits, _cfg(mixup=0.8, cutmix=1.0, label_smoothing=0.1), create_loss("kd"),
+                teacher=_teacher())  # fmt: skip
+    assert 0.0 <= out["test_acc"] <= 1.0 and out["precision"] == "fp32" and out["device"] == "cpu"
+
+
 def test_resume_continues_exactly(digits, tmp_path):
-    train_data, test_data = digits
-    cfg = TrainConfig(epochs=3, batch_size=64, lr=5e-3, ema_decay=0.9)
+    cfg = _cfg(epochs=3, lr=5e-3, ema_decay=0.9)
+
+    def mgd():
+        return create_loss("mgd", student_channels=16, teacher_channels=32, alpha_mgd=1e-3)
+
     full = _student()
-    result = train(
-        full,
-        train_data,
-        test_data,
-        cfg,
-        create_loss("mgd", student_channels=16, teacher_channels=32, alpha_mgd=1e-3),
-        teacher=_teacher(),
-        student_tap=2,
-        teacher_tap=1,
-    )
+    result = train(full, digits, cfg, mgd(), teacher=_teacher(), student_tap=2, teacher_tap=1)
 
     class Stop(Exception):
         pass
@@ -77,60 +105,74 @@ def test_resume_continues_exactly(digits, tmp_path):
         if row["epoch"] == 1:
             raise Stop
 
-    interrupted = _student()
-    mgd = create_loss("mgd", student_channels=16, teacher_channels=32, alpha_mgd=1e-3)
     torch.manual_seed(0)
     with pytest.raises(Stop):
-        train(
-            interrupted,
-            train_data,
-            test_data,
-            cfg,
-            mgd,
-            teacher=_teacher(),
-            student_tap=2,
-            teacher_tap=1,
-            checkpoint_dir=tmp_path,
-            on_epoch=stop_after_first,
-        )
+        train(_student(), digits, cfg, mgd(), teacher=_teacher(), student_tap=2, teacher_tap=1,
+              checkpoint_dir=tmp_path, on_epoch=stop_after_first)  # fmt: skip
     resumed = _student()
-    mgd2 = create_loss("mgd", student_channels=16, teacher_channels=32, alpha_mgd=1e-3)
     out = train(
-        resumed,
-        train_data,
-        test_data,
-        cfg,
-        mgd2,
-        teacher=_teacher(),
-        student_tap=2,
-        teacher_tap=1,
-        checkpoint_dir=tmp_path,
+        resumed, digits, cfg, mgd(), teacher=_teacher(), student_tap=2, teacher_tap=1, checkpoint_dir=tmp_path
     )
     assert [r["epoch"] for r in out["history"]] == [1, 2, 3]
-    assert out["test_acc"] == pytest.approx(result["test_acc"])
-    # the MGD masks draw from the global RNG: exact resume needs the saved RNG state
     for pa, pb in zip(full.parameters(), resumed.parameters(), strict=True):
-        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+        assert torch.equal(pa, pb)
+    assert out["test_acc_ema"] == result["test_acc_ema"]
 
 
-def test_bad_inputs_raise_clear_errors(digits):
-    train_data, _ = digits
+def test_sparse_training_keeps_sparsity_and_resumes_exactly(digits, tmp_path):
+    sparse = SparseConfig(sparsity=0.5, init="snip", update_frequency=2, prune_rate=0.5)
+    cfg = _cfg(epochs=2)
+    full = _teacher()
+    out = train(full, digits, cfg, sparse=sparse, evaluate_each_epoch=False)
+    assert out["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(
+            _teacher(),
+            digits,
+            cfg,
+            sparse=sparse,
+            checkpoint_dir=tmp_path,
+            on_epoch=stop,
+            evaluate_each_epoch=False,
+        )
+    resumed = _teacher()
+    train(resumed, digits, cfg, sparse=sparse, checkpoint_dir=tmp_path, evaluate_each_epoch=False)
+    for (name, pa), pb in zip(full.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_bad_inputs(digits):
     teacher = create_model("kd_resnet_micro", in_chans=1, num_classes=5)
     with pytest.raises(ValueError, match="teacher has 5 classes but the student has 10"):
-        train(_student(), train_data, None, TrainConfig(epochs=1), create_loss("kd"), teacher=teacher)
+        train(_student(), digits, _cfg(), create_loss("kd"), teacher=teacher)
     with pytest.raises(ValueError, match="needs a teacher"):
-        train(_student(), train_data, None, TrainConfig(epochs=1), create_loss("kd"))
+        train(_student(), digits, _cfg(), create_loss("kd"))
     with pytest.raises(ValueError, match="lr must be > 0"):
-        train(_student(), train_data, None, TrainConfig(epochs=1, lr=0.0))
+        train(_student(), digits, _cfg(lr=0.0))
+    with pytest.raises(ValueError, match="precision"):
+        train(_student(), digits, _cfg(precision="fp8"))
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train(_student(), digits, _cfg(device="cuda:3"))
     with pytest.raises(ValueError, match="needs student_tap"):
         train(
             _student(),
-            train_data,
-            None,
-            TrainConfig(epochs=1),
+            digits,
+            _cfg(),
             create_loss("fd", student_channels=16, teacher_channels=8),
             teacher=_teacher(),
         )
+
+
+def test_bf16_autocast_runs_on_cpu(digits):
+    out = train(_student(), digits, _cfg(precision="bf16"), evaluate_each_epoch=False)
+    assert out["precision"] == "bf16" and 0.0 <= out["test_acc"] <= 1.0
 
 
 def test_lr_schedule_shape():
@@ -142,13 +184,7 @@ def test_lr_schedule_shape():
 
 
 def test_student_learns_digits(digits):
-    train_data, test_data = digits
     student = _student()
-    acc0 = evaluate(student, test_data)
-    train(student, train_data, test_data, TrainConfig(epochs=8, batch_size=32, lr=1e-2))
-    assert evaluate(student, test_data) > max(0.5, acc0 + 0.3)
-
-
-def test_image_data_checks():
-    with pytest.raises(ValueError, match="N x C x H x W"):
-        ImageData(torch.zeros(3, 8, 8), torch.zeros(3, dtype=torch.long), 10)
+    acc0 = evaluate(student, digits)
+    train(student, digits, _cfg(epochs=6, batch_size=32), evaluate_each_epoch=False)
+    assert evaluate(student, digits) > max(0.5, acc0 + 0.3)

@@ -237,7 +237,7 @@ class SLaK(nn.Module):
             nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size),
             LayerNorm2d(dims[0], eps=1e-6),
         )
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         stages: list[nn.Module] = []
         self.feature_info = []
         reduction, cursor = patch_size, 0
@@ -369,8 +369,8 @@ default_cfgs = generate_default_cfgs(
 def _create(variant: str, pretrained: bool = False, **kwargs: object) -> SLaK:
     if pretrained:
         raise ValueError(
-            f"no pretrained weights are published for {variant} in this port; "
-            "load the reference checkpoint into the model yourself or pass pretrained=False"
+            f"{variant} has no downloadable weights in this port; convert a reference SLaK checkpoint with "
+            "`vision-kd convert-slak FILE` (or pass the .pth as --teacher) and pass pretrained=False"
         )
     return build_model_with_cfg(
         SLaK,
