@@ -86,15 +86,66 @@ def test_rigl_grows_largest_gradients_and_new_weights_start_at_zero() -> None:
     assert layer.weight[1, 0].item() == pytest.approx(0.5)
 
 
-def test_memory_bound_grows_then_prunes_back_to_budget() -> None:
+@pytest.mark.parametrize("prune", ["layer", "global"])
+def test_memory_bound_grows_then_prunes_back_to_budget(prune: str) -> None:
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    cfg = DSTConfig(density=0.2, update_frequency=2, update_rate=0.2, memory_bound=True, stop_fraction=0.5)
+    cfg = DSTConfig(
+        density=0.2,
+        update_frequency=2,
+        memory_bound=True,
+        memory_bound_rate=0.05,
+        memory_bound_end_fraction=0.5,
+        stop_fraction=0.8,
+        prune=prune,
+        debug=True,
+    )
     masking = Masking(model, optimizer, cfg, total_steps=20)
     budget = masking.budget
-    counts = _train_steps(model, masking, optimizer, 12)
-    assert max(counts) > budget  # the soft bound lets the model hold extra grown weights
-    assert counts[-1] == budget  # settled at stop_step = 10
+    counts = _train_steps(model, masking, optimizer, 16)
+    # step 2: pruned back to the budget, then 0.05 x all weights (cosine-decayed) grown on top
+    extra = masking.memory_bound_extra(2)
+    assert extra == int(0.05 * (1 + math.cos(math.pi * 2 / 10)) / 2 * masking.n_prunable)
+    layers = len(masking.masks)
+    assert budget + extra - (layers if prune == "layer" else 0) <= counts[1] <= budget + extra
+    assert max(counts[:9]) > budget
+    assert counts[9] == budget  # settled at the end of the phase (step 10)
+    assert counts[-1] == budget  # plain DST updates afterwards keep the budget
+
+
+def test_conflicting_options_are_errors() -> None:
+    with pytest.raises(ValueError, match="final_update_rate"):
+        DSTConfig(update_rate=0.1, final_update_rate=0.2).validate()
+    with pytest.raises(ValueError, match="memory_bound_end_fraction"):
+        DSTConfig(memory_bound=True, memory_bound_end_fraction=0.9, stop_fraction=0.5).validate()
+    with pytest.raises(ValueError, match="memory_bound_rate"):
+        DSTConfig(memory_bound=True, density=0.99, memory_bound_rate=0.05).validate()
+
+
+def test_conv1d_conv3d_are_sparsified_and_transposed_convs_refused() -> None:
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(4 * 6, 3))
+    masking = Masking(model, torch.optim.SGD(model.parameters(), lr=0.1), DSTConfig(density=0.5), 10)
+    assert "0.weight" in masking.masks and masking.masks["0.weight"].float().mean() < 1.0
+    conv3d = nn.Sequential(nn.Conv3d(2, 4, 3), nn.Flatten(), nn.LazyLinear(3))
+    conv3d(torch.randn(1, 2, 4, 4, 4))
+    masking = Masking(conv3d, torch.optim.SGD(conv3d.parameters(), lr=0.1), DSTConfig(density=0.5), 10)
+    assert "0.weight" in masking.masks
+    transposed = nn.Sequential(nn.ConvTranspose2d(2, 4, 3), nn.Conv2d(4, 2, 1))
+    with pytest.raises(ValueError, match=r"layer '0' is a ConvTranspose2d"):
+        Masking(transposed, torch.optim.SGD(transposed.parameters(), lr=0.1), DSTConfig(), 10)
+
+
+def test_debug_mode_catches_a_broken_mask() -> None:
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    masking = Masking(
+        model, optimizer, DSTConfig(density=0.2, update_frequency=2, debug=True), total_steps=20
+    )
+    _train_steps(model, masking, optimizer, 2)
+    name = next(iter(masking.masks))
+    masking.masks[name].view(-1)[: masking.masks[name].numel() // 2] = True  # an update that grew too much
+    with pytest.raises(RuntimeError, match="active weights, expected"):
+        masking.check_invariants("test")
 
 
 def test_bad_input_is_named() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,25 @@ def select_channels_to_remove(
     return removed
 
 
+def group_channel_scores(
+    params: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    groups: Iterable[ChannelGroup],
+    method: str = "umm",
+) -> dict[str, torch.Tensor]:
+    """Score of every channel of every group: the mean of its members' UMM (or MMM) scores."""
+    out = {}
+    for g in groups:
+        total = torch.zeros(g.size)
+        for slot in g.scored:
+            name = f"{slot.module}.weight"
+            rows = slice(slot.offset, slot.offset + g.size)
+            mask = masks[name][rows] if name in masks else None
+            total += channel_scores(params[name][rows], mask, method).float().cpu()
+        out[g.name] = total / len(g.scored)
+    return out
+
+
 class Chase(Masking):
     """Channel-aware DST: ``step()`` wraps the optimizer, ``finalize()`` returns the slim model."""
 
@@ -182,18 +201,7 @@ class Chase(Masking):
 
     def channel_scores(self) -> dict[str, torch.Tensor]:
         """UMM or MMM score of every channel of every removable group (mean over its members)."""
-        out = {}
-        for g in self.groups:
-            total = torch.zeros(g.size)
-            for slot in g.scored:
-                name = f"{slot.module}.weight"
-                rows = slice(slot.offset, slot.offset + g.size)
-                scores = channel_scores(
-                    self.params[name][rows], self.masks[name][rows], self.config.channel_score
-                )
-                total += scores.float().cpu()
-            out[g.name] = total / len(g.scored)
-        return out
+        return group_channel_scores(self.params, self.masks, self.groups, self.config.channel_score)
 
     @torch.no_grad()
     def remove_scheduled_channels(self, grads: dict[str, torch.Tensor] | None = None) -> int:

@@ -250,6 +250,13 @@ class Masking:
         """Layers taking part in prune-and-grow (not forced dense, not full within their channels)."""
         return [n for n in self.masks if n not in self.forced_dense and self.targets[n] < self._capacity(n)]
 
+    def global_names(self) -> tuple[list[str], int]:
+        """Layers taking part in global prune-and-grow (every masked, not forced-dense layer) and
+        the number of active weights they share (the budget minus the forced-dense layers')."""
+        names = [n for n in self.masks if n not in self.forced_dense]
+        forced = sum(int(self.masks[n].sum()) for n in self.masks if n in self.forced_dense)
+        return names, self.budget - forced
+
     def _capacity(self, name: str) -> int:
         if name not in self._capacity_cache:
             self._capacity_cache[name] = int(self.allowed[name].sum())
@@ -274,8 +281,8 @@ class Masking:
             need = {n: self.targets[n] - int(self.masks[n].sum()) for n in names}
             grown = self._grow(names, grads, need)
         else:
+            names, sparse_budget = self.global_names()
             active = sum(int(self.masks[n].sum()) for n in names)
-            sparse_budget = sum(self.targets[n] for n in names)
             k = min(active, int(rate * active) + max(0, active - sparse_budget))
             removed = self._prune_global(names, k)
             now = sum(int(self.masks[n].sum()) for n in names)
@@ -293,8 +300,9 @@ class Masking:
         """MEST soft bound: prune back to the budget, then grow the scheduled extra weights."""
         extra = self.memory_bound_extra()
         if self.config.prune == "global":
+            names, sparse_budget = self.global_names()
             active = sum(int(self.masks[n].sum()) for n in names)
-            removed = self._prune_global(names, max(0, active - sum(self.targets[n] for n in names)))
+            removed = self._prune_global(names, max(0, active - sparse_budget))
             return removed, self._grow_global(names, grads, extra)
         removed = self._prune_to_targets(names)
         sparse_budget = max(1, sum(self.targets[n] for n in names))
@@ -427,11 +435,12 @@ class Masking:
     @torch.no_grad()
     def settle(self) -> int:
         """Drop the weights above the budget (end of the MEST-style soft memory bound)."""
-        names = self.sparse_names()
         if self.config.prune == "global":
+            names, sparse_budget = self.global_names()
             active = sum(int(self.masks[n].sum()) for n in names)
-            removed = self._prune_global(names, max(0, active - sum(self.targets[n] for n in names)))
+            removed = self._prune_global(names, max(0, active - sparse_budget))
         else:
+            names = self.sparse_names()
             removed = self._prune_to_targets(names)
         self._zero_pruned()
         return removed
@@ -469,7 +478,10 @@ class Masking:
             self.masks[n] &= self.allowed[n]
         names = [n for n in self.masks if n not in self.forced_dense]
         if self.config.prune == "global":  # global allocation: regrow the freed weights globally
-            sparse_budget = sum(self.targets[n] for n in names)
+            for n in self.forced_dense:
+                if n in self.masks:
+                    self.masks[n].copy_(self.allowed[n])
+            names, sparse_budget = self.global_names()
             active = sum(int(self.masks[n].sum()) for n in names)
             self._prune_global(names, max(0, active - sparse_budget))
             active = sum(int(self.masks[n].sum()) for n in names)

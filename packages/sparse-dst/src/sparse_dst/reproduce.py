@@ -20,15 +20,16 @@ from typing import Any
 
 import torch
 
+from research_systems_core.batchnorm import recalibrate_batchnorm
 from research_systems_core.data import DatasetNotFoundError
 from research_systems_core.metadata import run_metadata
 from research_systems_core.results import plot_curves, write_json
-from sparse_dst.chase import select_channels_to_remove
+from sparse_dst.chase import group_channel_scores, select_channels_to_remove
 from sparse_dst.data import ImageData, load_data
 from sparse_dst.masking import Masking
-from sparse_dst.scores import channel_density, channel_scores
+from sparse_dst.scores import channel_density
 from sparse_dst.speed import compare_throughput
-from sparse_dst.surgery import conv_linear_macs, count_parameters, recalibrate_batchnorm, remove_channels
+from sparse_dst.surgery import conv_linear_macs, count_parameters, remove_channels
 from sparse_dst.tracing import find_channel_groups
 from sparse_dst.train import TrainConfig, evaluate, train
 
@@ -112,15 +113,13 @@ def _removal_accuracy(
     model = copy.deepcopy(masking.model)
     groups, _ = find_channel_groups(model)
     params = dict(model.named_parameters())
-    alive = {g.producer: torch.ones(params[g.weight].shape[0], dtype=torch.bool) for g in groups}
+    alive = {g.name: torch.ones(g.size, dtype=torch.bool) for g in groups}
     floors = {p: max(1, int(beta * len(a) * (1 - fraction))) for p, a in alive.items()}
     if criterion == "random":
         gen = torch.Generator().manual_seed(seed)
         scores = {p: torch.rand(len(a), generator=gen) for p, a in alive.items()}
     else:
-        scores = {
-            g.producer: channel_scores(params[g.weight], masking.masks[g.weight], criterion) for g in groups
-        }
+        scores = group_channel_scores(params, masking.masks, groups, criterion)
     count = round(fraction * sum(len(a) for a in alive.values()))
     chosen = select_channels_to_remove(scores, alive, floors, count)
     keep = {}
@@ -129,7 +128,7 @@ def _removal_accuracy(
         vector[channels] = False
         keep[p] = vector
     slim = remove_channels(model, keep, groups)
-    recalibrate_batchnorm(slim, (data.x_train[i : i + 256] for i in range(0, 256 * 20, 256)))
+    recalibrate_batchnorm(slim, [data.x_train[i : i + 256] for i in range(0, 256 * 20, 256)])
     return evaluate(slim, data.x_test, data.y_test)
 
 
@@ -170,7 +169,7 @@ def run(cfg: ReproConfig, out: pathlib.Path, data_dir: str | None = None) -> dic
     # ---- claim 1: biased reallocation across channels
     probe = runs["rigl"][0].masking
     groups, _ = find_channel_groups(probe.model)
-    names = [g.weight for g in groups]
+    names = [f"{p}.weight" for g in groups for p in g.producers]
     init = Masking(
         copy.deepcopy(probe.model), torch.optim.SGD(probe.model.parameters(), lr=0.0), probe.config, 1
     )
