@@ -104,3 +104,28 @@ def open_water() -> Scenario:
         1800.0,
         1.2,
     )
+
+
+def _wall(x: float, y0: float, y1: float, width: float = 60.0) -> np.ndarray:
+    return np.array([[x - width / 2, y0], [x + width / 2, y0], [x + width / 2, y1], [x - width / 2, y1]])
+
+
+@SCENARIOS.register("staggered-walls")
+def staggered_walls() -> Scenario:
+    """3 km x 1.6 km; two staggered breakwaters (gap south of the first, north of the second); 0.2 m/s eastward.
+
+    Only the S-shaped homotopy class is open: every preset bulge (an arc to one side) meets a
+    wall, so local starts fail where the global search does not."""
+    occ = OccupancyMap.from_shapes(
+        3000.0, 1600.0, 20.0, polygons=[_wall(1000.0, 450.0, 1700.0), _wall(2000.0, -100.0, 1150.0)]
+    )
+    return Scenario(
+        "staggered-walls",
+        staggered_walls.__doc__ or "",
+        Environment(occ),
+        UniformCurrent(0.2, 0.0),
+        [((200.0, 800.0), (2800.0, 800.0))],
+        3000.0,
+        1.2,
+        extra={"epsilon": 40.0},
+    )
