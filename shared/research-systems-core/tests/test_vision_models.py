@@ -58,6 +58,29 @@ def test_registry_is_asked_first() -> None:
     )
 
 
+def test_registered_factories_get_only_what_they_take() -> None:
+    registry = Registry("model")
+    registry.register("plain")(lambda num_classes: nn.Linear(4, num_classes))
+    seen: dict[str, object] = {}
+
+    @registry.register("flexible")
+    def flexible(**kwargs: object) -> nn.Module:
+        seen.update(kwargs)
+        return nn.Linear(4, 2)
+
+    plain = create_image_model("plain", num_classes=6, registry=registry)
+    assert plain.out_features == 6 and plain.num_classes == 6
+    with pytest.raises(ValueError, match="'plain' takes no in_chans"):
+        create_image_model("plain", num_classes=6, in_chans=1, registry=registry)
+    with pytest.raises(ValueError, match="'plain' takes no pretrained"):
+        create_image_model("plain", num_classes=6, pretrained=True, registry=registry)
+    model = create_image_model("flexible", num_classes=2, in_chans=1, pretrained=True, registry=registry)
+    assert seen == {"num_classes": 2, "in_chans": 1, "pretrained": True} and model.num_classes == 2
+    registry.register("not_a_module")(lambda num_classes, in_chans: "resnet")
+    with pytest.raises(TypeError, match="not an nn.Module"):
+        create_image_model("not_a_module", num_classes=2, registry=registry)
+
+
 def test_wrong_names_list_close_matches() -> None:
     with pytest.raises(ValueError, match=r"unknown model 'resnet181'.*close matches: resnet18") as info:
         create_image_model("resnet181", num_classes=3)
@@ -229,3 +252,43 @@ def test_evaluate_accuracy_reduces_over_the_process_group(tmp_path: pathlib.Path
         assert metrics["n"] == 7 and metrics["accuracy"] == pytest.approx(4 / 7)
     finally:
         dist.destroy_process_group()
+
+
+def _rank_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        loader = make_loader(
+            TensorDataset(LOGITS, LABELS), batch_size=2, train=False, device="cpu", workers=0
+        )
+        metrics = evaluate_accuracy(_Logits(), loader, device="cpu")
+        train = make_loader(
+            TensorDataset(torch.arange(10)), batch_size=2, train=True, device="cpu", workers=0
+        )
+        pathlib.Path(out).write_text(
+            f"{metrics['n']} {metrics['accuracy']!r} {metrics['loss']!r} {len(loader.sampler)} "
+            f"{','.join(str(int(i)) for (b,) in train for i in b)}"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_shard_evaluation_exactly_and_reduce(tmp_path: pathlib.Path) -> None:
+    """Two forked gloo ranks: 7 samples split 4 + 3 (no padding), metrics summed to the full count."""
+    context = torch.multiprocessing.get_context("fork")
+    outs = [tmp_path / f"rank{r}.txt" for r in range(2)]
+    procs = [
+        context.Process(target=_rank_worker, args=(r, 2, str(tmp_path / "pg"), str(outs[r])))
+        for r in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    results = [o.read_text().split() for o in outs]
+    for n, accuracy, loss, _, _ in results:
+        assert int(n) == 7 and float(accuracy) == pytest.approx(4 / 7)
+        assert float(loss) == pytest.approx(_hand_loss(), rel=1e-6)
+    assert [int(r[3]) for r in results] == [4, 3]
+    shards = [[int(i) for i in r[4].split(",")] for r in results]
+    assert len(shards[0]) == len(shards[1]) == 4 and not set(shards[0]) & set(shards[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 from typing import Any
 
 import torch
@@ -79,9 +80,7 @@ def create_image_model(
             f"registry must be a research_systems_core.registry.Registry, got {type(registry).__name__}"
         )
     if registry is not None and name in registry:
-        extra = {"pretrained": True} if pretrained else {}
-        model = registry.get(name)(num_classes=num_classes, in_chans=in_chans, **extra)
-        return _with_num_classes(model, num_classes)
+        return _registered_model(registry, name, num_classes, in_chans, pretrained)
     source, _, bare = name.partition(":") if ":" in name else ("", "", name)
     if source == "timm" or (not source and _is_timm(bare)):
         if not _is_timm(bare):
@@ -95,6 +94,37 @@ def create_image_model(
         raise ValueError(f"unknown model source {source!r} in {name!r}; use timm:NAME or torchvision:NAME")
     where = ("the package registry, " if registry is not None else "") + "timm and torchvision"
     raise _unknown(name, image_model_names(registry), where)
+
+
+def _registered_model(
+    registry: Registry, name: str, num_classes: int, in_chans: int, pretrained: bool
+) -> nn.Module:
+    """Call a registered factory with ``num_classes`` and, when it takes them, ``in_chans``/``pretrained``.
+
+    A factory without an ``in_chans`` (``pretrained``) parameter is fine for 3 channels (no weights);
+    asking it for anything else is a ValueError instead of a silently ignored option.
+    """
+    factory = registry.get(name)
+    try:
+        params: Any = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature: pass everything
+        params = None
+    takes_all = params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepts = {key: takes_all or key in params for key in ("in_chans", "pretrained")}
+    if not accepts["in_chans"] and in_chans != 3:
+        raise ValueError(
+            f"registered model {name!r} takes no in_chans parameter; it cannot build in_chans={in_chans}"
+        )
+    if not accepts["pretrained"] and pretrained:
+        raise ValueError(
+            f"registered model {name!r} takes no pretrained parameter; it has no pretrained weights"
+        )
+    kwargs: dict[str, Any] = {"num_classes": num_classes}
+    if accepts["in_chans"]:
+        kwargs["in_chans"] = in_chans
+    if pretrained:
+        kwargs["pretrained"] = True
+    return _with_num_classes(factory(**kwargs), num_classes)
 
 
 def _with_num_classes(model: Any, num_classes: int) -> nn.Module:
