@@ -73,3 +73,49 @@ def test_gp_input_validation():
         SpatioTemporalGP(GPHyperparameters(signal_std=0.0))
     with pytest.raises(RuntimeError, match="fit"):
         SpatioTemporalGP(prior=UniformCurrent()).predict(np.zeros((1, 3)))
+
+
+def test_lml_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    gyre = DoubleGyre(0.6, 1000.0, 0.25, 7200.0)
+    xyt, vel = _observe(gyre, 60, rng)
+    gp = SpatioTemporalGP()
+    hyper = GPHyperparameters(350.0, 420.0, 2500.0, 0.4, 0.06)
+    _, grad = gp._lml_and_grad(xyt, vel, hyper)
+    theta = hyper.as_log()
+    for k in range(5):
+        d = np.zeros(5)
+        d[k] = 1e-5
+        num = (
+            gp._lml(xyt, vel, GPHyperparameters.from_log(theta + d))
+            - gp._lml(xyt, vel, GPHyperparameters.from_log(theta - d))
+        ) / 2e-5
+        assert grad[k] == pytest.approx(num, rel=1e-4, abs=1e-4)
+
+
+def test_sparse_gp_equals_exact_with_all_points_and_is_close_with_few():
+    from usv_planner.gp_current import SparseSpatioTemporalGP
+
+    rng = np.random.default_rng(4)
+    gyre = DoubleGyre(0.6, 1000.0, 0.25, 7200.0)
+    xyt, vel = _observe(gyre, 300, rng)
+    hyper = GPHyperparameters(400.0, 400.0, 3000.0, 0.5, 0.05)
+    exact = SpatioTemporalGP(hyper).fit(xyt, vel, optimize_hyper=False)
+    q = np.column_stack(
+        [rng.uniform(100, 1900, 200), rng.uniform(100, 900, 200), rng.uniform(300, 3300, 200)]
+    )
+    m_exact, s_exact = exact.predict(q)
+    full = SparseSpatioTemporalGP(hyper, n_inducing=300).fit(xyt, vel, optimize_hyper=False)
+    m_full, s_full = full.predict(q)
+    np.testing.assert_allclose(m_full, m_exact, atol=2e-3)
+    np.testing.assert_allclose(s_full, s_exact, atol=2e-3)
+    few = SparseSpatioTemporalGP(hyper, n_inducing=80).fit(xyt, vel, optimize_hyper=False)
+    m_few, _ = few.predict(q)
+    truth = gyre.velocity(q[:, :2], q[:, 2])[0]
+    rmse_exact = np.sqrt(((m_exact - truth) ** 2).mean())
+    rmse_few = np.sqrt(((m_few - truth) ** 2).mean())
+    assert rmse_few < 2.0 * rmse_exact + 0.02
+    with pytest.raises(ValueError, match="accuracy must be one of"):
+        SparseSpatioTemporalGP(accuracy="best")
+    with pytest.raises(ValueError, match="n_inducing must be a positive integer"):
+        SparseSpatioTemporalGP(n_inducing=0)
