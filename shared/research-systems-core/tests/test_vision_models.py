@@ -170,6 +170,17 @@ def test_normalize_and_with_normalization() -> None:
         with_normalization("resnet18", (0.5,), (0.5,))  # type: ignore[arg-type]
 
 
+def test_normalized_model_traces_with_torch_fx() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    wrapped = with_normalization(model, (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)).eval()
+    images = torch.rand(2, 3, 8, 8)
+    expected = wrapped(images)
+    traced = torch.fx.symbolic_trace(wrapped)  # sparse-dst traces models with torch.fx
+    torch.testing.assert_close(traced(images), expected)
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        wrapped(torch.rand(2, 1, 8, 8))  # would otherwise broadcast silently to 3 channels
+
+
 def test_mixup_fn() -> None:
     assert mixup_fn(10, 0.0, 0.0, 0.1) is None
     mixer = mixup_fn(10, 0.8, 1.0, 0.1)

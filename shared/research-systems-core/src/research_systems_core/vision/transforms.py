@@ -108,8 +108,12 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(mean_t).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std_t).view(1, -1, 1, 1), persistent=False)
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
+        # the shape check needs no host sync; it is skipped under torch.fx symbolic tracing (a Proxy)
+        if not isinstance(x, torch.fx.Proxy) and (x.ndim != 4 or x.shape[1] != self.mean.shape[1]):
             raise ValueError(
                 f"Normalize expects N x {self.mean.shape[1]} x H x W images, got shape {tuple(x.shape)}"
             )
