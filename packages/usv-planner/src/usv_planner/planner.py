@@ -41,7 +41,15 @@ from usv_planner.gp_interp import interpolate_states
 from usv_planner.limits import check_field_on_map, check_limits, check_reachable_in_time
 from usv_planner.metrics import trajectory_metrics, trapezoid
 
-__all__ = ["CURRENT_MODES", "SOLVERS", "GPMP2Planner", "PlannerConfig", "Trajectory"]
+__all__ = [
+    "CURRENT_MODES",
+    "INITS",
+    "SOLVERS",
+    "GPMP2Planner",
+    "PlannerConfig",
+    "Trajectory",
+    "check_positive_finite",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,14 @@ def _ipkey(i: int) -> int:
 
 def _ivkey(i: int) -> int:
     return gtsam.symbol("b", i)
+
+
+def check_positive_finite(name: str, value: Any, strict: bool = True) -> float:
+    """A finite number ``> 0`` (``>= 0`` unless strict); ValueError/TypeError naming ``name`` otherwise."""
+    value = check_positive(name, value, strict=strict)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
 
 
 @dataclass
@@ -103,7 +119,7 @@ class PlannerConfig:
 
     def validate(self) -> PlannerConfig:
         check_int("n_states", self.n_states, minimum=2)
-        check_positive("horizon", self.horizon)
+        check_positive_finite("horizon", self.horizon)
         check_int("n_interp", self.n_interp, minimum=0)
         check_positive("qc", self.qc)
         check_positive("epsilon", self.epsilon, strict=False)
@@ -124,7 +140,9 @@ class PlannerConfig:
         check_int("max_classes", self.max_classes, minimum=1)
         for name in ("speed_limit", "accel_limit", "min_clearance"):
             if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
+                check_positive_finite(name, getattr(self, name))
+        for name in ("qc", "epsilon", "energy_weight", "kappa", "obstacle_sigma"):
+            check_positive_finite(name, getattr(self, name), strict=name in ("qc", "obstacle_sigma"))
         check_positive("limit_sigma", self.limit_sigma)
         check_range("limit_tolerance", self.limit_tolerance, 0.0, 1.0)
         check_int("max_escalations", self.max_escalations, minimum=0)
@@ -385,7 +403,7 @@ class GPMP2Planner:
         tic = time.perf_counter()
         start_p = env.check_free_point("start", start)
         goal_p = env.check_free_point("goal", goal)
-        horizon = check_positive("horizon", cfg.horizon if horizon is None else horizon)
+        horizon = check_positive_finite("horizon", cfg.horizon if horizon is None else horizon)
         check_finite("t0", t0)
         length = float(np.linalg.norm(goal_p - start_p))
         if length == 0.0:
