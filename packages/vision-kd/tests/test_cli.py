@@ -12,18 +12,19 @@ runner = CliRunner()
 def test_help_and_version() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("train-teacher", "distill", "erf", "reproduce"):
+    for command in ("train-teacher", "distill", "erf", "reproduce", "convert-slak", "presets"):
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0, sub.output
-        assert "--out" in sub.output
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert __version__ in result.output
 
 
 def test_model_kwargs_parsing():
-    assert _model_kwargs(["kernel_sizes=17,9,5,3", "patch_size=4", "decompose=false", "name=x"]) == {
+    assert _model_kwargs(
+        ["kernel_sizes=17,9,5,3", "patch_size=4", "decompose=false", "name=x"], "--model-arg"
+    ) == {
         "kernel_sizes": (17, 9, 5, 3),
         "patch_size": 4,
         "decompose": False,
@@ -55,7 +56,8 @@ def test_train_distill_erf_end_to_end(tmp_path):
          "digits", "--num-images", "8", "--out", str(tmp_path / "erf")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert len(json.loads((tmp_path / "erf" / "erf.json").read_text())) == 2
+    record = json.loads((tmp_path / "erf" / "erf.json").read_text())
+    assert record["device"] == "cpu" and len(record["erf"]) == 2
     assert (tmp_path / "erf" / "erf_heatmaps.png").stat().st_size > 0
 
 
@@ -68,6 +70,31 @@ def test_train_distill_erf_end_to_end(tmp_path):
             "unknown dataset 'imagenet22k'",
         ),
         (["train-teacher", "--model", "slak_pico", "--dataset", "digits", "--lr", "-1"], "lr must be > 0"),
+        (
+            ["train-teacher", "--model", "slak_pico", "--dataset", "digits", "--device", "cuda"],
+            "CUDA is not available",
+        ),
+        (["train-teacher", "--model", "slak_pico", "--dataset", "digits", "--precision", "fp8"], "precision"),
+        (["train-teacher", "--model", "slak_pico", "--dataset", "digits", "--sparsity", "1.2"], "sparsity"),
+        (
+            ["distill", "--teacher", "/no/such/dir", "--student", "kd_resnet_micro", "--dataset", "digits"],
+            "looks like a path but does not exist",
+        ),
+        (
+            [
+                "distill",
+                "--teacher",
+                "slak_pico",
+                "--student",
+                "kd_resnet_micro",
+                "--dataset",
+                "cifar10",
+                "--cache-teacher",
+                "--mixup",
+                "0.8",
+            ],
+            "exact only",
+        ),
     ],
 )
 def test_bad_input_gives_clear_errors(tmp_path, args, message):
@@ -91,6 +118,27 @@ def test_distill_rejects_bad_temperature_alpha_and_class_mismatch(tmp_path):
     result = runner.invoke(app, [*base, "--alpha", "1.5"])
     assert result.exit_code == 2 and "alpha must be in [0, 1], got 1.5" in result.output
     result = runner.invoke(app, [*base, "--loss", "dkd"])
-    assert result.exit_code == 2 and "unknown distillation loss 'dkd'" in result.output
+    assert result.exit_code == 2 and "unknown loss 'dkd'" in result.output
     result = runner.invoke(app, [*base, "--student-arg", "num_classes=5"])
     assert result.exit_code == 2 and "teacher has 10 classes but the student has 5" in result.output
+    # a corrupt teacher file: one clear line, not a traceback or "sidecar incomplete"
+    weights = next((teacher_dir / "weights").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = runner.invoke(app, [*base])
+    assert result.exit_code == 2 and "truncated or altered" in result.output
+    (teacher_dir / "empty").mkdir()
+    result = runner.invoke(app, [*base[:2], str(teacher_dir / "empty"), *base[3:]])
+    assert result.exit_code == 2 and "holds no complete vision-kd checkpoint" in result.output
+
+
+def test_presets_list_and_show():
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0 and "83.1%" in result.output
+    result = runner.invoke(app, ["presets", "convnext-tiny-from-slak-tiny"])
+    assert (
+        result.exit_code == 0
+        and "not run here" in result.output
+        and "--student convnext_tiny" in result.output
+    )
+    result = runner.invoke(app, ["presets", "nope"])
+    assert result.exit_code == 2 and "unknown preset" in result.output

@@ -93,7 +93,7 @@ def test_convert_cli_round_trip_gives_the_same_outputs(tmp_path, key, prefix):
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(converted(x), model(x), atol=1e-6, rtol=1e-6)
     # a .pth given directly as a teacher is converted on the fly
-    teacher, tmeta = resolve_model(str(path), num_classes=7, in_chans=3)
+    teacher, _ = resolve_model(str(path), num_classes=7, in_chans=3)
     torch.testing.assert_close(teacher(x), model(x), atol=1e-6, rtol=1e-6)
 
 

@@ -35,7 +35,22 @@ def test_nkd_hand_computed():
     y = torch.tensor([0])
     # target weight 2/6, student target prob 1/3; non-target teacher (3/4, 1/4), student (1/2, 1/2)
     expected = -(1 / 3) * math.log(1 / 3) - 1.5 * (0.75 * math.log(0.5) + 0.25 * math.log(0.5))
-    assert NKDLoss(temperature=1.0, gamma=1.5)(s, t, y).item() == pytest.approx(expected, rel=1e-6)
+    # the official NKD default (gamma 1.5) is added to the student's CE, here -log(1/3)
+    assert NKDLoss()(s, t, y).item() == pytest.approx(math.log(3) + expected, rel=1e-6)
+    assert NKDLoss(include_ce=False)(s, t, y).item() == pytest.approx(expected, rel=1e-6)
+    # mixup targets: the arg-max class is the target, CE on the soft target
+    soft = torch.tensor([[0.7, 0.2, 0.1]])
+    soft_ce = -(0.7 + 0.2 + 0.1) * math.log(1 / 3)
+    assert NKDLoss()(s, t, soft).item() == pytest.approx(soft_ce + expected, rel=1e-6)
+
+
+def test_defaults_are_the_papers():
+    from vision_kd.losses import create_loss
+
+    kd = create_loss("kd")
+    assert (kd.temperature, kd.alpha) == (1.0, 0.1)  # SLaK main_KD.py --T 1 --alpha 0.1
+    nkd = create_loss("nkd")
+    assert (nkd.temperature, nkd.gamma, nkd.include_ce) == (1.0, 1.5, True)  # official NKD + CE
 
 
 def _nkd_reference_formula(logit_s, logit_t, label, temp, alpha):
@@ -56,7 +71,7 @@ def _nkd_reference_formula(logit_s, logit_t, label, temp, alpha):
 def test_nkd_matches_reference_formula(temp):
     s, t = torch.randn(6, 10), torch.randn(6, 10) * 2
     y = torch.randint(0, 10, (6,))
-    ours = NKDLoss(temperature=temp, gamma=1.0)(s, t, y)
+    ours = NKDLoss(temperature=temp, gamma=1.0, include_ce=False)(s, t, y)
     assert ours.item() == pytest.approx(_nkd_reference_formula(s, t, y, temp, 1.0).item(), rel=1e-5)
 
 

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -69,7 +70,7 @@ def test_cosine_decay_of_the_prune_rate():
     assert prune_rate_at(50, 100, cfg) == pytest.approx(0.005 + 0.5 * 0.495)
     assert prune_rate_at(100, 100, cfg) == pytest.approx(0.005)
     rates = [prune_rate_at(s, 100, cfg) for s in range(101)]
-    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(rates))
 
 
 class _One(nn.Module):

@@ -57,14 +57,14 @@ class ReproConfig:
     """What the reproduction trains (defaults: the full CPU run; :meth:`quick` for the demo)."""
 
     dataset: str = "mnist-far"  # 32 x 96 canvases: the cue and the digits ~40 px apart
-    n_train: int = 10000  # the teachers' training set
+    n_train: int = 6000  # the teachers' training set
     n_student: int = 1000  # students see only n_student of those (labels and teacher outputs)
-    n_test: int = 2000
+    n_test: int = 1000
     match_teachers: bool = True  # stronger teacher: use its epoch snapshot closest to the weaker's accuracy
     seeds: tuple[int, ...] = (0, 1, 2)
     teacher_seed: int = 0
-    teacher_epochs: int = 20  # large-kernel teacher
-    vit_epochs: int = 40  # the ViT learns more slowly from 10k images
+    teacher_epochs: int = 15  # large-kernel teacher
+    vit_epochs: int = 30  # the ViT learns more slowly
     student_epochs: int = 10
     batch_size: int = 64
     teacher_lr: float = 3e-3

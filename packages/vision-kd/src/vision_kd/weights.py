@@ -109,7 +109,8 @@ def resolve_model(
     if kwargs or spec.startswith(("slak_", "kd_")):
         if pretrained:
             raise ValueError(f"pretrained weights cannot be combined with model arguments for {spec!r}")
-        model = create_model(spec, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        kwargs = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+        model = create_model(spec, **kwargs)
     else:
         from research_systems_core.vision import create_image_model
 
