@@ -62,18 +62,19 @@ def test_row_max_scores():
     assert where.tolist()[1] == 1
 
 
-def test_schedule_removes_gradually_to_exactly_k_and_protects_immature_neurons():
+def test_schedule_removes_gradually_to_the_reference_count_and_protects_immature_neurons():
     d, k, epochs = 40, 5, 20
     sched = InputNeuronSchedule(d, k, zeta_in=0.4, epochs=epochs, epoch_remove=13)
     rng = np.random.default_rng(0)
     active = torch.ones(d, dtype=torch.bool)
     sched.mark_all_active_mature(active)
     sched.mark_all_active_mature(active)
-    counts = []
+    counts, swaps = [], []
     for epoch in range(2, epochs - 1):
         strength = torch.tensor(rng.random(d))
         immature = active & (sched.protection < 1)
         remove, n_add = sched.plan(epoch, strength, active)
+        swaps.append(n_add)
         assert not bool(immature[remove].any())  # only mature neurons are removed
         active[remove] = False
         inactive = torch.nonzero(~active).flatten()
@@ -86,8 +87,11 @@ def test_schedule_removes_gradually_to_exactly_k_and_protects_immature_neurons()
         counts.append(int(active.sum()))
     assert counts[0] < d
     assert all(b <= a for a, b in itertools.pairwise(counts))  # never grows
-    assert counts[-1] == k
-    assert sched.removed == d - k
+    # the reference's dim_to_remove = int((1 - zeta_in) * d - K) = int(24.0 - 5) = 19
+    assert sched.removed == 19
+    assert counts[-1] == d - 19 == 21
+    # swaps never replace more than zeta_in of the neurons that stay (0.2.0 swapped most of K)
+    assert all(n <= 0.4 * c for n, c in zip(swaps, counts, strict=True))
 
 
 def test_schedule_rejects_k_larger_than_d():
@@ -110,5 +114,5 @@ def test_schedule_without_late_swaps_stops_swapping_after_removal():
         active[added] = True
         sched.mark_added(added)
         added_per_epoch.append(n_add)
-    assert int(active.sum()) == k
+    assert int(active.sum()) == d - int(0.6 * d - k) == 17
     assert sum(added_per_epoch[:7]) > 0 and sum(added_per_epoch[7:]) == 0

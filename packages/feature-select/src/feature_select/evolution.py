@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from research_systems_core.validation import check_int, check_range
+from research_systems_core.validation import check_choice, check_int, check_range
 
 __all__ = [
+    "FINAL_ACTIVE",
     "InputNeuronSchedule",
     "RowScorer",
     "keep_strongest_per_row",
@@ -24,6 +25,8 @@ __all__ = [
     "set_prune_mask",
     "top_new_connections",
 ]
+
+FINAL_ACTIVE = ("reference", "k")
 
 # score_rows(row_indices) -> (len(row_indices), n_out) tensor of non-negative scores
 RowScorer = Callable[[torch.Tensor], torch.Tensor]
@@ -38,7 +41,7 @@ def set_prune_mask(values: torch.Tensor, zeta: float) -> torch.Tensor:
     use the symmetric count). Weights that are exactly zero are removed.
     """
     check_range("zeta", zeta, 0.0, 1.0)
-    keep = torch.zeros(values.shape, dtype=torch.bool)
+    keep = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
     for sign in (-1.0, 1.0):
         idx = torch.nonzero(values * sign > 0).flatten()
         n_keep = int((1.0 - zeta) * idx.numel())
@@ -56,9 +59,9 @@ def keep_strongest_per_row(
     if rows.numel() == 0 or must_rows.numel() == 0:
         return keep
     n = int(max(int(rows.max()), int(must_rows.max()))) + 1
-    has_kept = torch.zeros(n, dtype=torch.bool)
+    has_kept = torch.zeros(n, dtype=torch.bool, device=rows.device)
     has_kept[rows[keep]] = True
-    need = torch.zeros(n, dtype=torch.bool)
+    need = torch.zeros(n, dtype=torch.bool, device=rows.device)
     need[must_rows] = True
     need &= ~has_kept
     if not bool(need.any()):
@@ -77,8 +80,8 @@ def row_max_scores(
     score_rows: RowScorer, row_ids: torch.Tensor, chunk_rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest score of each row in ``row_ids`` and the column where it occurs."""
-    best = torch.empty(row_ids.numel())
-    where = torch.empty(row_ids.numel(), dtype=torch.int64)
+    best = torch.empty(row_ids.numel(), device=row_ids.device)
+    where = torch.empty(row_ids.numel(), dtype=torch.int64, device=row_ids.device)
     for start in range(0, row_ids.numel(), chunk_rows):
         block = score_rows(row_ids[start : start + chunk_rows])
         values, cols = block.max(dim=1)
@@ -103,20 +106,22 @@ def top_new_connections(
     ones exist.
     """
     if n_new <= 0 or row_pool.numel() == 0:
-        empty = torch.empty(0, dtype=torch.int64)
+        empty = torch.empty(0, dtype=torch.int64, device=row_pool.device)
         return empty, empty
     n_in = int(max(int(row_pool.max()), int(existing_rows.max()) if existing_rows.numel() else 0)) + 1
-    local = torch.full((n_in,), -1, dtype=torch.int64)
-    best_scores = torch.empty(0)
-    best_flat = torch.empty(0, dtype=torch.int64)
+    device = row_pool.device
+    local = torch.full((n_in,), -1, dtype=torch.int64, device=device)
+    best_scores = torch.empty(0, device=device)
+    best_flat = torch.empty(0, dtype=torch.int64, device=device)
+    col_ids = torch.arange(n_out, device=device)
     for start in range(0, row_pool.numel(), chunk_rows):
         ids = row_pool[start : start + chunk_rows]
         block = score_rows(ids).clone()
-        local[ids] = torch.arange(ids.numel())
+        local[ids] = torch.arange(ids.numel(), device=device)
         hit = local[existing_rows] >= 0
         block[local[existing_rows[hit]], existing_cols[hit]] = -math.inf
         local[ids] = -1
-        flat = (ids[:, None] * n_out + torch.arange(n_out)[None, :]).flatten()
+        flat = (ids[:, None] * n_out + col_ids[None, :]).flatten()
         scores = torch.cat([best_scores, block.flatten()])
         flats = torch.cat([best_flat, flat])
         free = scores > -math.inf
@@ -130,19 +135,22 @@ def top_new_connections(
 
 @dataclass
 class InputNeuronSchedule:
-    """Which input neurons to remove and how many to swap in, epoch by epoch.
+    """Which input neurons to remove and how many to swap in, epoch by epoch (reference schedule).
 
-    * Removal: ``n_features - k`` neurons in total, spread over the epochs before
-      ``epoch_remove``: at epoch ``t`` remove ``ceil(remaining / (epoch_remove - t))`` of the
-      weakest *mature* active neurons (a neuron is mature once it has survived one evolution
-      step since it was (re)activated).
+    * Removal: ``target_removed = max(0, int((1 - zeta_in) * n_features - k))`` neurons in total
+      (the reference's ``dim_to_remove``), spread over the epochs before ``epoch_remove``: at
+      epoch ``t`` remove ``ceil(remaining / (epoch_remove - t))`` of the weakest *mature* active
+      neurons (mature = survived one evolution step since it was (re)activated). About
+      ``zeta_in * n_features + k`` neurons stay active; the K strongest of them are selected.
+      ``final_active="k"`` removes ``n_features - k`` instead (only the K selected survive).
     * Swap: additionally ``int(removed * zeta_in * (1 - t / epochs))`` weak mature neurons are
-      dropped and the same number of inactive neurons added (chosen by the caller, by gradient),
-      so the number of active neurons follows ``n_features - removed`` exactly. As in the
-      reference, swapping goes on until the end (``swap_until_end=True``); with only K neurons
-      left this replaces most of the active set every epoch (train accuracy drops after the
-      removal phase). ``swap_until_end=False`` stops swapping with the removal phase and swaps at
-      most ``zeta_in`` of the neurons that stay per step, so the last epochs fine-tune the K.
+      dropped and the same number of inactive ones added (chosen by the caller, by gradient),
+      capped at ``zeta_in`` of the neurons that stay. ``swap_until_end=True`` (reference) swaps
+      until the last epoch, ``False`` stops with the removal phase.
+
+    Removing down to exactly K (what 0.2.0 did) and swapping ``removed * zeta_in`` of them per
+    epoch replaced most of the K active neurons every epoch after the removal phase, which is
+    why the training accuracy collapsed late in training.
     """
 
     n_features: int
@@ -151,6 +159,7 @@ class InputNeuronSchedule:
     epochs: int
     epoch_remove: int
     swap_until_end: bool = True
+    final_active: str = "reference"
     removed: int = 0
     protection: torch.Tensor = field(default=None)  # type: ignore[assignment]
 
@@ -158,19 +167,24 @@ class InputNeuronSchedule:
         check_int("n_features", self.n_features, minimum=1)
         check_int("k", self.k, minimum=1, maximum=self.n_features)
         check_range("zeta_in", self.zeta_in, 0.0, 1.0)
+        check_choice("final_active", self.final_active, FINAL_ACTIVE)
         if self.protection is None:
             self.protection = torch.zeros(self.n_features, dtype=torch.int64)
 
     @property
     def target_removed(self) -> int:
-        return self.n_features - self.k
+        if self.final_active == "k":
+            return self.n_features - self.k
+        return max(0, int((1.0 - self.zeta_in) * self.n_features - self.k))
 
     def mark_all_active_mature(self, active: torch.Tensor) -> None:
         """Warm-up epochs: every active neuron ages by one step."""
+        self.protection = self.protection.to(active.device)
         self.protection[active] += 1
 
     def plan(self, epoch: int, strength: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Return ``(neurons_to_remove, n_to_add)`` for the evolution step after ``epoch``."""
+        self.protection = self.protection.to(active.device)
         swapping = self.swap_until_end or epoch < self.epoch_remove
         n_swap = int(self.removed * self.zeta_in * (1.0 - epoch / self.epochs)) if swapping else 0
         remaining = self.target_removed - self.removed
@@ -178,11 +192,10 @@ class InputNeuronSchedule:
         mature = active & (self.protection >= 1)
         n_mature = int(mature.sum())
         n_active = int(active.sum())
-        n_inactive = int((~active).sum())
+        n_inactive = self.n_features - n_active
         n_remove = min(n_remove, n_mature)
         n_swap = max(0, min(n_swap, n_mature - n_remove, n_inactive))
-        if not self.swap_until_end:  # at most zeta_in of the neurons that stay, per step
-            n_swap = min(n_swap, int(self.zeta_in * (n_active - n_remove)))
+        n_swap = min(n_swap, int(self.zeta_in * (n_active - n_remove)))  # at most zeta_in of the stayers
         mature_ids = torch.nonzero(mature).flatten()
         order = torch.argsort(strength[mature_ids], stable=True)
         to_remove = torch.sort(mature_ids[order[: n_remove + n_swap]]).values

@@ -37,6 +37,8 @@ class SparseMLP(nn.Module):
         activation: str = "tanh",
         backend: str = "auto",
         seed: int = 0,
+        init: str = "sparse",
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         check_int("n_features", n_features, minimum=1)
@@ -55,13 +57,19 @@ class SparseMLP(nn.Module):
         layers = []
         for n_in, n_out in itertools.pairwise(sizes):
             rows, cols = sample_er_connections(n_in, n_out, epsilon, rng)
-            layers.append(SparseLinear(n_in, n_out, rows, cols, backend=backend, generator=generator))
+            layers.append(
+                SparseLinear(
+                    n_in, n_out, rows, cols, backend=backend, generator=generator, init=init, device=device
+                )
+            )
         self.sparse_layers = nn.ModuleList(layers)
         self.budgets = [layer.n_active for layer in layers]  # connection budget of every layer
-        self.output = nn.Linear(hidden[-1], n_classes)
+        self.output = nn.Linear(hidden[-1], n_classes, device=device)
         limit = math.sqrt(6.0 / (hidden[-1] + n_classes))  # Keras glorot_uniform, zero bias
         with torch.no_grad():
-            self.output.weight.uniform_(-limit, limit, generator=generator)
+            self.output.weight.copy_(
+                (torch.rand(self.output.weight.shape, generator=generator) * 2 - 1) * limit
+            )
             self.output.bias.zero_()
 
     @property
@@ -76,7 +84,9 @@ class SparseMLP(nn.Module):
 
     def l2_penalty(self) -> torch.Tensor:
         """Sum of squares of the sparse layers' weights and biases (the reference regularises those)."""
-        return sum((layer.l2_penalty() for layer in self.sparse_layers), torch.zeros(()))
+        return sum(
+            (layer.l2_penalty() for layer in self.sparse_layers[1:]), self.sparse_layers[0].l2_penalty()
+        )
 
 
 @MODELS.register("sparse_mlp")
@@ -90,18 +100,20 @@ def create_model(name: str = "sparse_mlp", **kwargs) -> nn.Module:
 
 
 def layer_gradients(
-    model: SparseMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    model: SparseMLP, x, y: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
     """Per sparse layer: its input ``a`` (N, n_in) and ``dL/dz`` (N, n_out) of the mean loss.
 
-    The gradient of the loss with respect to the (dense) weight is ``a.T @ dz``; callers form it a
-    block of rows at a time instead of storing it.
+    ``x`` is a tensor or a :class:`~feature_select.inputs.FeatureMatrix`; for the first layer ``a``
+    is ``x`` itself (returned as given, so a sparse matrix stays sparse). The gradient of the loss
+    with respect to the (dense) weight is ``a.T @ dz``; callers form it a block of rows at a time.
     """
     n = x.shape[0]
+    span = x.span if hasattr(x, "span") else (lambda start, stop: x[start:stop])
     inputs: list[list[torch.Tensor]] = [[] for _ in model.sparse_layers]
     grads: list[list[torch.Tensor]] = [[] for _ in model.sparse_layers]
     for start in range(0, n, batch_size):
-        h = x[start : start + batch_size]
+        h = span(start, start + batch_size)
         pre = []
         for i, layer in enumerate(model.sparse_layers):
             if i > 0:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from feature_select.evolution import (
+    FINAL_ACTIVE,
     InputNeuronSchedule,
     RowScorer,
     keep_strongest_per_row,
@@ -19,12 +20,33 @@ from feature_select.evolution import (
     set_prune_mask,
     top_new_connections,
 )
+from feature_select.inputs import FeatureMatrix
 from feature_select.model import SparseMLP, layer_gradients
-from feature_select.sparse_linear import BACKENDS, SparseLinear
+from feature_select.sparse_linear import BACKENDS, INITS, SparseLinear
 from research_systems_core.logs import progress
+from research_systems_core.torch_utils import resolve_device
 from research_systems_core.validation import check_choice, check_int, check_positive, check_range
 
-__all__ = ["NeuroFSConfig", "NeuroFSResult", "evolve", "train_neurofs"]
+__all__ = [
+    "NeuroFSConfig",
+    "NeuroFSResult",
+    "complete_ranking",
+    "default_batch_size",
+    "evolve",
+    "train_neurofs",
+]
+
+
+def default_batch_size(n_samples: int) -> int:
+    """Batch size tied to the number of training samples: ``clip(n // 8, 16, 100)``.
+
+    The reference uses 100 for its large sets and 20 for its small ones (arcene, Prostate_GE,
+    SMK, GLA-BRA-180: 80-150 training samples); n // 8 gives the same on both ends and keeps at
+    least ~8 SGD steps per epoch (a fixed 100 gave a 165-sample set one step per epoch).
+    """
+    check_int("n_samples", n_samples, minimum=1)
+    return int(min(n_samples, max(16, min(100, n_samples // 8))))
+
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +64,21 @@ class NeuroFSConfig:
     zeta_in: float = 0.4
     zeta_hid: float = 0.2
     frac_epoch_remove: float = 0.65
+    final_active: str = "reference"  # "reference": zeta_in*d + K stay active; "k": remove down to K
     swap_until_end: bool = True  # reference: input neurons are swapped until the last epoch
     warmup_epochs: int = 2  # epochs whose input layer is rewired like a hidden layer (reference: 2)
-    epochs: int = 100  # the reference requires it on the command line; 100 here
-    batch_size: int = 100
+    epochs: int = 100  # the reference requires it on the command line; 100 in its README
+    batch_size: int | None = None  # None: default_batch_size(n)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-5  # Keras l2(wd): loss += wd * sum(w**2)
     regrowth: str = "gradient"
     backend: str = "auto"
     chunk_elements: int = 1 << 20  # gradient scores are formed this many entries at a time
+    init: str = (
+        "sparse"  # "sparse": Glorot with the real fan-in (see sparse_glorot_limit); "dense": reference
+    )
+    device: str = "auto"
     seed: int = 0
 
     def validate(self, n_features: int) -> None:
@@ -70,32 +97,42 @@ class NeuroFSConfig:
         check_range("frac_epoch_remove", self.frac_epoch_remove, 0.0, 1.0, low_inclusive=False)
         check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         check_int("epochs", self.epochs, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1)
         check_positive("lr", self.lr)
         check_range("momentum", self.momentum, 0.0, 1.0, high_inclusive=False)
         check_positive("weight_decay", self.weight_decay, strict=False)
         check_choice("regrowth", self.regrowth, REGROWTH)
+        check_choice("final_active", self.final_active, FINAL_ACTIVE)
         check_choice("backend", self.backend, BACKENDS)
         check_int("chunk_elements", self.chunk_elements, minimum=1)
+        check_choice("init", self.init, INITS)
+        if not isinstance(self.device, str | torch.device):
+            raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
 
 @dataclass
 class NeuroFSResult:
     """What a NeuroFS run produces."""
 
-    selected: np.ndarray  # K feature indices, strongest first
+    selected: np.ndarray  # K feature indices, strongest first (= ranking[:K])
     strengths: np.ndarray  # (n_features,) input-neuron strength at the end of training
+    ranking: np.ndarray  # all feature indices, most important first (see complete_ranking)
+    last_active_epoch: np.ndarray  # (n_features,) last epoch a neuron was active (epochs = active at the end)
+    exit_strength: np.ndarray  # (n_features,) strength when it left the network (or at the end)
     model: SparseMLP
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
 
-def _gradient_scorer(a: torch.Tensor, dz: torch.Tensor) -> RowScorer:
+def _gradient_scorer(a, dz: torch.Tensor) -> RowScorer:
+    if isinstance(a, FeatureMatrix):
+        return lambda rows: a.column_scores(rows, dz)
     return lambda rows: (a[:, rows].t() @ dz).abs()
 
 
 def _random_scorer(n_out: int, generator: torch.Generator) -> RowScorer:
-    return lambda rows: torch.rand(rows.numel(), n_out, generator=generator)
+    return lambda rows: torch.rand(rows.numel(), n_out, generator=generator).to(rows.device)
 
 
 def _rewire_hidden(layer: SparseLinear, budget: int, zeta: float, scorer: RowScorer, chunk: int) -> None:
@@ -105,12 +142,12 @@ def _rewire_hidden(layer: SparseLinear, budget: int, zeta: float, scorer: RowSco
     rows, cols, values = rows[keep], cols[keep], values[keep]
     n_new = min(budget, layer.n_in * layer.n_out) - rows.numel()
     new_rows, new_cols = top_new_connections(
-        scorer, torch.arange(layer.n_in), layer.n_out, rows, cols, n_new, chunk
+        scorer, torch.arange(layer.n_in, device=rows.device), layer.n_out, rows, cols, n_new, chunk
     )
     layer.set_connections(
         torch.cat([rows, new_rows]),
         torch.cat([cols, new_cols]),
-        torch.cat([values, torch.zeros(new_rows.numel())]),
+        torch.cat([values, values.new_zeros(new_rows.numel())]),
     )
 
 
@@ -127,7 +164,7 @@ def _evolve_input(
     rows, cols, values = layer.connections()
     active = layer.active_inputs()
     to_remove, n_add = schedule.plan(epoch, layer.input_strength(), active)
-    removed = torch.zeros(layer.n_in, dtype=torch.bool)
+    removed = torch.zeros(layer.n_in, dtype=torch.bool, device=rows.device)
     removed[to_remove] = True
     survive = ~removed[rows]
     rows, cols, values = rows[survive], cols[survive], values[survive]
@@ -138,8 +175,8 @@ def _evolve_input(
 
     # neuron addition: inactive neurons (not the ones removed just now) with the largest gradient
     candidates = torch.nonzero(~active).flatten()
-    added = torch.empty(0, dtype=torch.int64)
-    forced_cols = torch.empty(0, dtype=torch.int64)
+    added = rows.new_empty(0)
+    forced_cols = rows.new_empty(0)
     if n_add > 0 and candidates.numel():
         best, where = row_max_scores(scorer, candidates, chunk)
         top = torch.argsort(best, descending=True, stable=True)[:n_add]
@@ -150,7 +187,7 @@ def _evolve_input(
     # every added neuron gets its best connection, the rest of the budget goes to the top scores
     rows = torch.cat([rows, added])
     cols = torch.cat([cols, forced_cols])
-    values = torch.cat([values, torch.zeros(added.numel())])
+    values = torch.cat([values, values.new_zeros(added.numel())])
     pool = torch.sort(torch.cat([kept_neurons, added])).values
     budget_now = min(budget, pool.numel() * layer.n_out)
     new_rows, new_cols = top_new_connections(
@@ -159,7 +196,7 @@ def _evolve_input(
     layer.set_connections(
         torch.cat([rows, new_rows]),
         torch.cat([cols, new_cols]),
-        torch.cat([values, torch.zeros(new_rows.numel())]),
+        torch.cat([values, values.new_zeros(new_rows.numel())]),
     )
     return {"removed": int(to_remove.numel()), "added": int(added.numel())}
 
@@ -176,9 +213,7 @@ def evolve(
     """One evolution step after training epoch ``epoch`` (0-based); returns counts for the history."""
     layers = list(model.sparse_layers)
     if cfg.regrowth == "gradient":
-        scorers = [
-            _gradient_scorer(a, dz) for a, dz in layer_gradients(model, x, y, max(cfg.batch_size, 256))
-        ]
+        scorers = [_gradient_scorer(a, dz) for a, dz in layer_gradients(model, x, y, 512)]
     else:
         scorers = [_random_scorer(layer.n_out, generator) for layer in layers]
     chunks = [max(1, cfg.chunk_elements // layer.n_out) for layer in layers]
@@ -194,54 +229,106 @@ def evolve(
     return info
 
 
-def _top_k(strength: torch.Tensor, k: int) -> np.ndarray:
-    order = torch.argsort(-strength, stable=True)
-    return order[:k].numpy()
+def complete_ranking(last_active_epoch: np.ndarray, exit_strength: np.ndarray) -> np.ndarray:
+    """Every feature ordered from the evolution history: neurons that stayed active longer first,
+    ties (same last epoch, e.g. all survivors) broken by strength, then by index."""
+    n = len(last_active_epoch)
+    return np.lexsort((np.arange(n), -exit_strength, -last_active_epoch)).astype(np.int64)
 
 
-def train_neurofs(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: NeuroFSConfig) -> NeuroFSResult:
-    """Train NeuroFS on float features ``x`` (N, d) and integer labels ``y`` in ``[0, n_classes)``."""
-    x_t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-    y_t = torch.as_tensor(y, dtype=torch.int64)
-    n, d = x_t.shape
+def _prepare(x, y: np.ndarray, n_classes: int, cfg: NeuroFSConfig):
+    """Validated config, device, data on the device, model, schedule and batch size."""
+    d = x.shape[1]
     cfg.validate(d)
-    model = SparseMLP(d, n_classes, cfg.hidden, cfg.epsilon, cfg.activation, cfg.backend, cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    device = resolve_device(str(cfg.device))
+    features = FeatureMatrix(x, device)
+    y_t = torch.as_tensor(np.asarray(y), dtype=torch.int64).to(device)
+    model = SparseMLP(
+        d, n_classes, cfg.hidden, cfg.epsilon, cfg.activation, cfg.backend, cfg.seed, cfg.init, device
+    )
     epoch_remove = max(1, int(cfg.epochs * cfg.frac_epoch_remove))
-    schedule = InputNeuronSchedule(d, cfg.k, cfg.zeta_in, cfg.epochs, epoch_remove, cfg.swap_until_end)
-    steps = max(1, n // cfg.batch_size)
-    batch = min(cfg.batch_size, n)
+    schedule = InputNeuronSchedule(
+        d, cfg.k, cfg.zeta_in, cfg.epochs, epoch_remove, cfg.swap_until_end, cfg.final_active
+    )
+    n = x.shape[0]
+    batch = min(cfg.batch_size if cfg.batch_size is not None else default_batch_size(n), n)
+    return device, features, y_t, model, schedule, batch
+
+
+def train_one_epoch(
+    model: SparseMLP,
+    features: FeatureMatrix,
+    y: torch.Tensor,
+    cfg: NeuroFSConfig,
+    batch: int,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """One pass of SGD over ``n // batch`` mini-batches; returns (mean loss, training accuracy).
+
+    Loss and hit counts are summed on the device and read once, at the end of the epoch."""
+    n = features.shape[0]
+    steps = max(1, n // batch)
+    # the reference recompiles the Keras model every epoch: a fresh SGD (momentum reset)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    perm = torch.randperm(n, generator=generator).to(y.device)
+    total_loss = torch.zeros((), device=y.device)
+    correct = torch.zeros((), device=y.device, dtype=torch.int64)
+    for step in range(steps):
+        idx = perm[step * batch : (step + 1) * batch]
+        logits = model(features.rows(idx))
+        loss = F.cross_entropy(logits, y[idx])
+        penalty = cfg.weight_decay * model.l2_penalty() if cfg.weight_decay else 0.0
+        optimizer.zero_grad(set_to_none=True)
+        (loss + penalty).backward()
+        optimizer.step()
+        total_loss += loss.detach() * idx.numel()
+        correct += (logits.detach().argmax(1) == y[idx]).sum()
+    seen = steps * batch
+    return float(total_loss) / seen, int(correct) / seen
+
+
+def _check_result(strength: torch.Tensor, ranking: np.ndarray, k: int, active: torch.Tensor) -> None:
+    """Invariant: the selected K are the K strongest surviving neurons, and all of them are active."""
+    selected = ranking[:k]
+    strength_np = strength.cpu().numpy()
+    active_np = active.cpu().numpy()
+    if not active_np[selected].all() and active_np.sum() >= k:
+        raise RuntimeError("internal error: a selected feature is not an active input neuron")
+    kth = np.sort(strength_np[active_np])[::-1][min(k, int(active_np.sum())) - 1]
+    if (strength_np[selected] < kth - 1e-6 * max(1.0, abs(kth))).any():
+        raise RuntimeError("internal error: the selection is not the K strongest active input neurons")
+
+
+def train_neurofs(x, y: np.ndarray, n_classes: int, cfg: NeuroFSConfig) -> NeuroFSResult:
+    """Train NeuroFS on features ``x`` (N, d; numpy or scipy.sparse) and labels ``y`` in ``[0, n_classes)``."""
+    device, features, y_t, model, schedule, batch = _prepare(x, y, n_classes, cfg)
+    d = x.shape[1]
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    last_active = torch.full((d,), -1, dtype=torch.int64, device=device)
+    exit_strength = torch.zeros(d, device=device)
     history: list[dict] = []
     for epoch in progress(range(cfg.epochs), desc="NeuroFS", total=cfg.epochs):
         start = time.perf_counter()
-        # the reference recompiles the Keras model every epoch: a fresh SGD (momentum reset)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-        perm = torch.randperm(n, generator=generator)
-        total_loss, correct = 0.0, 0
-        for step in range(steps):
-            idx = perm[step * batch : (step + 1) * batch]
-            logits = model(x_t[idx])
-            loss = F.cross_entropy(logits, y_t[idx])
-            penalty = cfg.weight_decay * model.l2_penalty() if cfg.weight_decay else 0.0
-            optimizer.zero_grad(set_to_none=True)
-            (loss + penalty).backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * idx.numel()
-            correct += int((logits.argmax(1) == y_t[idx]).sum())
-        if not math.isfinite(total_loss):
+        loss, accuracy = train_one_epoch(model, features, y_t, cfg, batch, generator)
+        if not math.isfinite(loss):
             raise FloatingPointError(
-                f"NeuroFS training diverged at epoch {epoch} (loss {total_loss}); lower lr or scale X"
+                f"NeuroFS training diverged at epoch {epoch} (loss {loss}); lower lr or scale X"
             )
         train_time = time.perf_counter() - start
         info = {"removed": 0, "added": 0}
         if epoch < cfg.epochs - 1:  # the last evolution step would not change the selection
-            info = evolve(model, schedule, epoch, x_t, y_t, cfg, generator)
-        seen = steps * batch
+            before = model.input_layer.active_inputs()
+            strength = model.input_layer.input_strength()
+            info = evolve(model, schedule, epoch, features, y_t, cfg, generator)
+            left = before & ~model.input_layer.active_inputs()
+            last_active[left] = epoch
+            exit_strength[left] = strength[left]
         history.append(
             {
                 "epoch": epoch,
-                "loss": total_loss / seen,
-                "train_acc": correct / seen,
+                "loss": loss,
+                "train_acc": accuracy,
+                "batch_size": batch,
                 "active_inputs": int(model.input_layer.active_inputs().sum()),
                 "connections": [layer.n_active for layer in model.sparse_layers],
                 "train_seconds": train_time,
@@ -251,8 +338,24 @@ def train_neurofs(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: NeuroFSConf
         )
         log.debug("epoch %d: %s", epoch, history[-1])
     strength = model.input_layer.input_strength()
+    active = model.input_layer.active_inputs()
+    last_active[active] = cfg.epochs
+    exit_strength[active] = strength[active]
+    last_np = last_active.cpu().numpy()
+    exit_np = exit_strength.cpu().numpy().astype(np.float64)
+    ranking = complete_ranking(last_np, exit_np)
+    _check_result(strength, ranking, cfg.k, active)
     cfg_dict = asdict(cfg)
     cfg_dict["hidden"] = list(cfg.hidden)
+    cfg_dict["batch_size"] = batch
+    cfg_dict["device"] = str(device)
     return NeuroFSResult(
-        _top_k(strength, cfg.k), strength.numpy().astype(np.float64), model, history, cfg_dict
+        ranking[: cfg.k].copy(),
+        strength.cpu().numpy().astype(np.float64),
+        ranking,
+        last_np,
+        exit_np,
+        model,
+        history,
+        cfg_dict,
     )
