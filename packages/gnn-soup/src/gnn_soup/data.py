@@ -540,9 +540,17 @@ def synthetic_graph(
 
 def load_dataset(name: str, data_dir=None, cache_dir=None, download: bool = False, **kwargs) -> GraphData:
     """Load a data set by name: registered ones (``Cora``, ``synthetic``, ...), ``ogbn-*`` (OGB),
-    ``pyg:Class[/name]`` (any torch_geometric data set), or ``store:DIR`` (a saved, memory-mapped graph)."""
+    ``pyg:Class[/name]`` (any torch_geometric data set), ``store:DIR`` (a saved, memory-mapped graph)
+    or ``files:EDGES,FEATURES,LABELS[,MASKS]`` (see :func:`load_edge_list`)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"dataset must be a non-empty name, got {name!r}")
+    if name.startswith("files:"):
+        parts = name.removeprefix("files:").split(",")
+        if len(parts) not in (3, 4) or not all(parts):
+            raise ValueError(
+                f"dataset 'files:EDGES,FEATURES,LABELS[,MASKS]' needs 3 or 4 paths, got {name!r}"
+            )
+        return load_edge_list(*parts, name=name)
     if name.startswith("store:"):
         from gnn_soup.store import open_graph
 

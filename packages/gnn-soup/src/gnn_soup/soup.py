@@ -17,7 +17,7 @@ import torch
 
 from gnn_soup.data import GraphData
 from gnn_soup.models import GNN
-from gnn_soup.training import TrainConfig, TrainingContext, masked_accuracy
+from gnn_soup.training import TrainConfig, TrainingContext, masked_accuracy, validation_nodes
 from research_systems_core.averaging import average_state_dicts, greedy_interpolation_soup, greedy_soup
 from research_systems_core.validation import check_int
 
@@ -43,7 +43,7 @@ class Evaluators:
     def __post_init__(self) -> None:
         data = self.data
         self.model.to(self.context.device).eval()
-        self.val_nodes = torch.nonzero(data.val_mask).flatten()
+        self.val_nodes = validation_nodes(data, self.config.eval_nodes)  # a fixed sample if eval_nodes > 0
         self.test_nodes = torch.nonzero(data.test_mask).flatten()
         self.eval_nodes = torch.cat([self.val_nodes, self.test_nodes])
 
