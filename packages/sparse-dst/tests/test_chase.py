@@ -197,7 +197,7 @@ def test_finalize_refuses_a_slim_model_that_disagrees() -> None:
 
 
 def test_group_score_is_the_mean_of_member_umm() -> None:
-    model, optimizer, chase = _resnet_chase()
+    _, _, chase = _resnet_chase()
     scores = chase.channel_scores()
     group = next(g for g in chase.groups if g.name == "conv1")
     members = [chase.params[f"{s.module}.weight"] for s in group.scored]

@@ -185,9 +185,10 @@ def _describe(node: fx.Node) -> str:
 class _Analysis:
     """One pass over the fx graph in topological order, building layouts, slots and blocks."""
 
-    def __init__(self, graph: fx.GraphModule):
+    def __init__(self, graph: fx.GraphModule, model: nn.Module):
         self.graph = graph
         self.modules = dict(graph.named_modules())
+        self.original = dict(model.named_modules())  # get_attr owners keep their class only here
         self.parent: list[int] = []
         self.space_size: list[int] = []
         self.space_name: list[str] = []
@@ -196,6 +197,7 @@ class _Analysis:
         self.layouts: dict[fx.Node, _Layout | None] = {}
         self.calls: dict[str, int] = defaultdict(int)
         self.attr_reads: set[str] = set()
+        self.functional_norms: set[str] = set()
 
     # ---------------------------------------------------------------- union-find
     def find(self, s: int) -> int:
@@ -457,6 +459,8 @@ class _Analysis:
                 return self.along_dim(node, layout, tracked, _arg(node, 1, "dim"))
             if not is_method and target is F.layer_norm:
                 return self.functional_layer_norm(node, layout, tracked)
+            if not is_method and target is F.batch_norm:
+                return self.functional_batch_norm(node, layout, tracked)
         self.unknown(node, tracked)
         return None
 
@@ -470,6 +474,30 @@ class _Analysis:
             self.unknown(node, tracked, f"{_describe(node)} (layer_norm) normalises over these channels: "
                          "removing one changes the statistics of the others")  # fmt: skip
             return None
+        return layout
+
+    def functional_batch_norm(
+        self, node: fx.Node, layout: _Layout, tracked: list[tuple[fx.Node, _Layout]]
+    ) -> _Layout | None:
+        """``F.batch_norm`` with a BatchNorm module's own buffers (timm's BatchNormAct2d)."""
+        owners = {
+            str(a.target).rsplit(".", 1)[0]
+            for a in node.args[1:5]
+            if isinstance(a, fx.Node) and a.op == "get_attr"
+        }
+        owner = next(iter(owners)) if len(owners) == 1 else None
+        module = self.original.get(owner) if owner is not None else None
+        if (
+            not isinstance(module, nn.modules.batchnorm._NormBase)
+            or layout.cdim != 1
+            or layout.fpc != 1
+            or module.num_features != layout.channels
+        ):
+            self.unknown(node, tracked)
+            return None
+        self.functional_norms.add(owner)
+        self.calls[owner] += 1
+        self.add_slots(layout, owner, "norm")
         return layout
 
     def reduce(
@@ -574,7 +602,8 @@ class _Analysis:
                     if any(s.module == module for s in slots):
                         self.blocked.setdefault(self.find(space), f"module {module} is called {count} times")
         for space, slots in self.slots.items():
-            read = next((s.module for s in slots if s.module in self.attr_reads), None)
+            reads = self.attr_reads - self.functional_norms
+            read = next((s.module for s in slots if s.module in reads), None)
             if read is not None:
                 self.blocked.setdefault(self.find(space), f"the parameters of {read} are read directly")
         members: dict[int, list[int]] = defaultdict(list)
@@ -599,7 +628,7 @@ def analyse(
     (Conv/Linear), the reason its channels cannot be removed."""
     graph = trace(model)
     _propagate_shapes(graph, default_example_input(model) if example_input is None else example_input)
-    analysis = _Analysis(graph)
+    analysis = _Analysis(graph, model)
     analysis.run()
     return analysis.groups()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import pathlib
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 METHODS = ("dense", "rigl", "set", "mest", "chase")
 LR_SCHEDULES = ("cosine", "multistep")
 IN_MEMORY = ("digits",)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -96,8 +98,11 @@ class TrainConfig:
         check_precision(self.precision)
         check_int("workers", self.workers, minimum=0)
         check_int("seed", self.seed, minimum=0, maximum=2**32 - 1)
-        if not isinstance(self.device, str) or not self.device:
-            raise TypeError(f"device must be a string such as auto, cpu or cuda, got {self.device!r}")
+        for name in ("lr", "width"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite positive number, got {getattr(self, name)}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         self.sparse.validate()
         self._check_conflicts()
         return self
