@@ -1,170 +1,259 @@
-"""Benchmarks of usv-planner: planning time, scaling, energy ratio, and grid A* side by side.
+"""Benchmarks of usv-planner, each measure beside a peer, written through research_systems_core.bench.
 
-Usage: python packages/usv-planner/benchmarks/bench.py --out DIR [--quick]
-Writes DIR/bench.json. Peers run in the same process on the same problems: grid A* with length
-cost and with Zermelo minimum-time cost (this package's implementation), and current-blind GPMP2.
+Usage: python packages/usv-planner/benchmarks/bench.py --out DIR [--quick | --smoke]
+
+Sections (peers are this package's own baselines, on the same problems in the same process;
+timings are process CPU time, interleaved repeats, medians):
+* default plan (global search over homotopy classes, 50 states, 3 interpolation checks) on the
+  built-in scenarios and a generated unseen one (fixed seed) vs the 0.2.0 default (five preset
+  bulges); goal <= 0.3 s median.
+* current model: sparse GP fit on 10,000 observations (goal <= 10 s); prediction error of the
+  sparse GP vs the exact GP on 2,000 observations (same hyperparameters).
+* energy: free-arrival (minimum time under a speed limit, and energy + hotel load) vs fixed-time
+  GPMP2 and vs the grid A* Zermelo minimum-time path at the same through-water speed.
+* the paper's effect: current-aware vs current-blind energy on jet-island (goal ratio <= 0.4).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import os
 import pathlib
-import statistics
 import time
 
 import numpy as np
 
+from research_systems_core.bench import bench_environment, ratio_row, write_bench_json
 from research_systems_core.logs import setup_logging
-from research_systems_core.metadata import run_metadata
-from research_systems_core.results import write_json
+from research_systems_core.timing import compare_calls, time_call
 from usv_planner.astar import GridAStar
-from usv_planner.currents import ShearJet
-from usv_planner.environment import Environment, OccupancyMap
+from usv_planner.currents import DoubleGyre
+from usv_planner.free_time import plan_free_arrival, trajectory_energy
+from usv_planner.gp_current import GPHyperparameters, SparseSpatioTemporalGP, SpatioTemporalGP
 from usv_planner.planner import GPMP2Planner, PlannerConfig
-from usv_planner.scenarios import make_scenario
+from usv_planner.scenarios import generated_scenario, make_scenario
 
 log = logging.getLogger("usv_planner.bench")
-BASE = {"qc": 4.0, "energy_weight": 20.0, "obstacle_sigma": 0.003}
+BASE = {"qc": 4.0, "energy_weight": 20.0, "obstacle_sigma": 0.003, "n_interp": 3}
+SIZES = {
+    "smoke": {
+        "states": 12,
+        "scenarios": ["jet-island"],
+        "repeats": 1,
+        "gp_n": 1000,
+        "gp_exact": 300,
+        "grid": 3,
+    },
+    "quick": {
+        "states": 50,
+        "scenarios": ["jet-island", "double-gyre", "vortex"],
+        "repeats": 3,
+        "gp_n": 10000,
+        "gp_exact": 2000,
+        "grid": 5,
+    },
+    "full": {
+        "states": 50,
+        "scenarios": ["jet-island", "double-gyre", "vortex", "peninsula", "staggered-walls"],
+        "repeats": 7,
+        "gp_n": 10000,
+        "gp_exact": 2000,
+        "grid": 6,
+    },
+}
 
 
-def _median_time(fn, repeats: int) -> tuple[float, list[float], float]:
-    """Median wall time, all wall times, and median CPU time of the process (robust to a loaded machine)."""
-    times, cpu = [], []
-    for _ in range(repeats):
-        tic, cpu_tic = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - tic)
-        cpu.append(time.process_time() - cpu_tic)
-    return statistics.median(times), times, statistics.median(cpu)
-
-
-def planning_time(repeats: int) -> dict:
-    scn = make_scenario("jet-island")
-    out = {}
-    for backend in ("batched", "native"):
-        cfg = PlannerConfig(
-            n_states=50, n_interp=3, horizon=scn.horizon, bulges=(0.0,), interp_backend=backend, **BASE
-        )
-        planner = GPMP2Planner(cfg)
-        med, all_t, cpu = _median_time(lambda p=planner: p.plan(*scn.pairs[0], scn.env, scn.current), repeats)
-        out[backend] = {"median_s": med, "median_cpu_s": cpu, "runs_s": all_t}
-    cfg = PlannerConfig(n_states=50, n_interp=3, horizon=scn.horizon, **BASE)
-    med, _, cpu = _median_time(
-        lambda: GPMP2Planner(cfg).plan(*scn.pairs[0], scn.env, scn.current), max(1, repeats // 2)
+def _scenario(name: str):
+    return (
+        generated_scenario(int(name.split("-")[1])) if name.startswith("generated-") else make_scenario(name)
     )
-    out["batched_multistart_5"] = {"median_s": med, "median_cpu_s": cpu}
-    out["goal_median_s"] = 0.3
-    out["goal_met_wall"] = out["batched"]["median_s"] < 0.3
-    out["goal_met_cpu"] = out["batched"]["median_cpu_s"] < 0.3
-    out["load_average_1min"] = os.getloadavg()[0]
-    return out
 
 
-def scaling(states: list[int], map_scales: list[float], repeats: int) -> dict:
-    scn = make_scenario("jet-island")
-    by_states = {}
-    for n in states:
-        cfg = PlannerConfig(n_states=n, horizon=scn.horizon, bulges=(0.0,), **BASE)
-        by_states[n] = _median_time(
-            lambda c=cfg: GPMP2Planner(c).plan(*scn.pairs[0], scn.env, scn.current), repeats
-        )[0]
-    by_map = {}
-    for s in map_scales:
-        w, h = 3000.0 * s, 1500.0 * s
-        tic = time.perf_counter()
-        env = Environment(OccupancyMap.from_shapes(w, h, 20.0, circles=[(w / 2, h / 2, 250.0 * s)]))
-        sdf_time = time.perf_counter() - tic
-        current = ShearJet(1.0, y0=h / 2 + 400.0 * s, width=180.0 * s)
-        start, goal = (150.0 * s, h / 2), (w - 150.0 * s, h / 2)
-        cfg = PlannerConfig(n_states=50, horizon=3000.0 * s, bulges=(0.0,), **BASE)
-        med, _, cpu = _median_time(
-            lambda c=cfg, e=env, cu=current, s0=start, g0=goal: GPMP2Planner(c).plan(s0, g0, e, cu), repeats
-        )
-        by_map[f"{w:.0f}x{h:.0f}m ({env.occupancy.shape[1]}x{env.occupancy.shape[0]} cells)"] = {
-            "plan_median_s": med,
-            "plan_median_cpu_s": cpu,
-            "sdf_build_s": sdf_time,
-        }
-    return {"plan_median_s_by_states": by_states, "by_map_size": by_map}
-
-
-def energy_ratio() -> dict:
-    scn = make_scenario("jet-island")
+def default_plan_rows(size: dict) -> list[dict]:
+    """Default plan (global search) vs the 0.2.0 default (five preset bulges), CPU-time medians."""
     rows = []
-    for pair in range(len(scn.pairs)):
-        res = {}
-        for mode in ("spatiotemporal", "blind"):
-            cfg = PlannerConfig(n_states=50, horizon=scn.horizon, current_mode=mode, **BASE)
-            traj = GPMP2Planner(cfg).plan(*scn.pairs[pair], scn.env, scn.current)
-            res[mode] = traj.metrics(scn.env, scn.current)
-        rows.append(
-            {
-                "pair": pair,
-                "energy_aware": res["spatiotemporal"]["energy"],
-                "energy_blind": res["blind"]["energy"],
-                "ratio": res["spatiotemporal"]["energy"] / res["blind"]["energy"],
-                "min_clearance_aware_m": res["spatiotemporal"]["min_clearance_m"],
-                "min_clearance_blind_m": res["blind"]["min_clearance_m"],
-            }
+    for name in [*size["scenarios"], "generated-7"]:
+        scn = _scenario(name)
+        eps = scn.extra.get("epsilon", 60.0)
+        ours_cfg = PlannerConfig(n_states=size["states"], horizon=scn.horizon, epsilon=eps, **BASE)
+        peer_cfg = PlannerConfig(
+            n_states=size["states"], horizon=scn.horizon, epsilon=eps, init="bulges", **BASE
         )
-    eps = PlannerConfig().epsilon
-    ratios = [r["ratio"] for r in rows]
-    return {
-        "pairs": rows,
-        "mean_ratio": float(np.mean(ratios)),
-        "max_ratio": float(np.max(ratios)),
-        "goal_ratio": 0.4,
-        "epsilon_m": eps,
-        "goal_met": bool(np.max(ratios) <= 0.4 and min(r["min_clearance_aware_m"] for r in rows) >= eps),
-    }
-
-
-def versus_astar(scenarios: list[str]) -> list[dict]:
-    rows = []
-    for name in scenarios:
-        scn = make_scenario(name)
         start, goal = scn.pairs[0]
-        cfg = PlannerConfig(n_states=50, horizon=scn.horizon, **BASE)
-        traj = GPMP2Planner(cfg).plan(start, goal, scn.env, scn.current)
-        m = traj.metrics(scn.env, scn.current)
-        rows.append({"scenario": name, "planner": "GPMP2 current-aware", **_pick(m)})
-        blind = GPMP2Planner(dataclasses.replace(cfg, current_mode="blind")).plan(
-            start, goal, scn.env, scn.current
+        ours_planner, peer_planner = GPMP2Planner(ours_cfg), GPMP2Planner(peer_cfg)
+        timings = compare_calls(
+            {
+                "ours": lambda p=ours_planner, s=scn, a=start, b=goal: p.plan(a, b, s.env, s.current),
+                "peer": lambda p=peer_planner, s=scn, a=start, b=goal: p.plan(a, b, s.env, s.current),
+            },
+            warmup=1,
+            repeats=size["repeats"],
         )
+        ours_traj = ours_planner.plan(start, goal, scn.env, scn.current)
+        peer_traj = peer_planner.plan(start, goal, scn.env, scn.current)
+        ours_s, peer_s = timings["ours"].median_s, timings["peer"].median_s
         rows.append(
-            {"scenario": name, "planner": "GPMP2 current-blind", **_pick(blind.metrics(scn.env, scn.current))}
+            ratio_row(
+                f"default plan time {name} ({size['states']} states, 3 interp)",
+                ours_s,
+                peer_s,
+                unit="s (CPU)",
+                goal="<= 0.3 s",
+                higher_is_better=False,
+                met=bool(ours_s <= 0.3),
+                peer_name="0.2.0 default: 5 preset bulges",
+                ours_feasible=ours_traj.ok,
+                peer_feasible=peer_traj.ok,
+                ours_cost=ours_traj.cost,
+                peer_cost=peer_traj.cost,
+                runs_s=timings["ours"].times_s,
+            )
         )
-        tic = time.perf_counter()
-        astar = GridAStar(
-            scn.env, 50.0, cfg.epsilon, scn.current, scn.water_speed, np.linspace(0, 2 * scn.horizon, 25)
-        )
-        build = time.perf_counter() - tic
-        for cost in ("length", "time"):
-            try:
-                res = astar.search(np.array(start), np.array(goal), cost)
-            except RuntimeError as exc:
-                rows.append({"scenario": name, "planner": f"A* {cost}", "failed": str(exc)})
-                continue
-            row = _pick(res.metrics(scn.env, scn.current))
-            row["planning_time_s"] = res.planning_time_s + build
-            rows.append({"scenario": name, "planner": f"A* {cost}", **row, "grid_build_s": build})
     return rows
 
 
-def _pick(m: dict) -> dict:
-    keys = (
-        "planning_time_s",
-        "energy",
-        "travel_time_s",
-        "length_m",
-        "min_clearance_m",
-        "smoothness",
-        "collision_free",
+def _gyre_observations(n: int, rng: np.random.Generator):
+    gyre = DoubleGyre(0.8, 2000.0, 0.25, 3600.0)
+    xyt = np.column_stack([rng.uniform(0, 4000, n), rng.uniform(0, 2000, n), rng.uniform(0, 3600, n)])
+    return gyre, xyt, gyre.velocity(xyt[:, :2], xyt[:, 2])[0] + 0.05 * rng.normal(size=(n, 2))
+
+
+def gp_rows(size: dict) -> list[dict]:
+    """Sparse GP fit time on ``gp_n`` observations; sparse vs exact prediction error on ``gp_exact``."""
+    rng = np.random.default_rng(0)
+    hyper = GPHyperparameters(500.0, 500.0, 1800.0, 0.5, 0.1)
+    _, xyt, vel = _gyre_observations(size["gp_n"], rng)
+    fit = time_call(
+        lambda: SparseSpatioTemporalGP(hyper, accuracy="balanced").fit(xyt, vel), warmup=0, repeats=1
     )
-    return {k: m[k] for k in keys if k in m}
+    rows = [
+        ratio_row(
+            f"sparse GP fit {size['gp_n']} observations (balanced, 300 inducing)",
+            fit.median_s,
+            None,
+            unit="s (CPU)",
+            goal="<= 10 s",
+            higher_is_better=False,
+            met=bool(fit.median_s <= 10.0),
+        )
+    ]
+    gyre, xyt, vel = _gyre_observations(size["gp_exact"], rng)
+    sparse = SparseSpatioTemporalGP(hyper, accuracy="balanced").fit(xyt, vel)
+    tic = time.process_time()
+    exact = SpatioTemporalGP(sparse.hyper).fit(xyt, vel, optimize_hyper=False)
+    exact_s = time.process_time() - tic
+    q = np.column_stack([rng.uniform(0, 4000, 3000), rng.uniform(0, 2000, 3000), rng.uniform(0, 3600, 3000)])
+    truth = gyre.velocity(q[:, :2], q[:, 2])[0]
+    m_sparse, _ = sparse.predict(q)
+    m_exact, _ = exact.predict(q)
+    rmse_sparse = float(np.sqrt(((m_sparse - truth) ** 2).mean()))
+    rmse_exact = float(np.sqrt(((m_exact - truth) ** 2).mean()))
+    rows.append(
+        ratio_row(
+            f"current RMSE vs truth, {size['gp_exact']} observations (sparse vs exact GP)",
+            rmse_sparse,
+            rmse_exact,
+            unit="m/s",
+            goal="<= 1.25x the exact GP's error",
+            higher_is_better=False,
+            met=bool(rmse_sparse <= 1.25 * rmse_exact),
+            sparse_vs_exact_mean_rmse=float(np.sqrt(((m_sparse - m_exact) ** 2).mean())),
+            exact_posterior_s=exact_s,
+            hyperparameters=str(sparse.hyper),
+        )
+    )
+    return rows
+
+
+def energy_rows(size: dict) -> list[dict]:
+    """Free arrival time vs fixed time vs grid A* (Zermelo minimum time) at the same speed limit."""
+    rows = []
+    for name in size["scenarios"][:2]:
+        scn = make_scenario(name)
+        start, goal = scn.pairs[0]
+        speed = scn.water_speed
+        cfg = PlannerConfig(n_states=size["states"], horizon=scn.horizon, speed_limit=speed, **BASE)
+        planner = GPMP2Planner(cfg)
+        astar = GridAStar(scn.env, 50.0, cfg.epsilon, scn.current, speed, np.linspace(0, 2 * scn.horizon, 25))
+        zermelo = astar.search(np.array(start), np.array(goal), "time").metrics(scn.env, scn.current)
+        fastest = plan_free_arrival(
+            planner, start, goal, scn.env, scn.current, "time", n_grid=size["grid"], refine=4
+        )
+        rows.append(
+            ratio_row(
+                f"minimum arrival time {name} at {speed} m/s (free-time GPMP2 vs Zermelo A*)",
+                fastest.horizon,
+                zermelo["travel_time_s"],
+                unit="s",
+                higher_is_better=False,
+                ours_energy=trajectory_energy(fastest.best, scn.current),
+                peer_energy=zermelo["energy"],
+                ours_max_water_speed=fastest.best.limits["max_water_speed"],
+            )
+        )
+        hotel = 0.2  # m^3/s^3: energy per second of travel (hotel load, unit drag coefficient)
+        weighted = plan_free_arrival(
+            planner,
+            start,
+            goal,
+            scn.env,
+            scn.current,
+            "weighted",
+            time_weight=hotel,
+            n_grid=size["grid"],
+            refine=4,
+        )
+        fixed = planner.plan(start, goal, scn.env, scn.current)
+        fixed_total = trajectory_energy(fixed, scn.current) + hotel * scn.horizon
+        free_total = trajectory_energy(weighted.best, scn.current) + hotel * weighted.horizon
+        astar_total = zermelo["energy"] + hotel * zermelo["travel_time_s"]
+        rows.append(
+            ratio_row(
+                f"energy + hotel load {name} (free-time vs fixed-time GPMP2)",
+                free_total,
+                fixed_total,
+                unit="m^3/s^2",
+                higher_is_better=False,
+                met=bool(free_total <= fixed_total * 1.001),
+                goal="free time <= fixed time",
+                free_horizon_s=weighted.horizon,
+                fixed_horizon_s=scn.horizon,
+                astar_total=astar_total,
+                curve=[{k: r[k] for k in ("horizon", "energy", "feasible")} for r in weighted.curve],
+            )
+        )
+        rows.append(
+            ratio_row(
+                f"energy + hotel load {name} (free-time GPMP2 vs Zermelo A*)",
+                free_total,
+                astar_total,
+                unit="m^3/s^2",
+                higher_is_better=False,
+            )
+        )
+    return rows
+
+
+def paper_effect_row(size: dict) -> dict:
+    scn = make_scenario("jet-island")
+    ratios = []
+    for pair in range(len(scn.pairs)):
+        energies = {}
+        for mode in ("spatiotemporal", "blind"):
+            cfg = PlannerConfig(n_states=size["states"], horizon=scn.horizon, current_mode=mode, **BASE)
+            traj = GPMP2Planner(cfg).plan(*scn.pairs[pair], scn.env, scn.current)
+            energies[mode] = traj.metrics(scn.env, scn.current)["energy"]
+        ratios.append(energies["spatiotemporal"] / energies["blind"])
+    return ratio_row(
+        "energy current-aware / current-blind, jet-island (worst pair)",
+        float(max(ratios)),
+        None,
+        unit="ratio",
+        goal="<= 0.4",
+        higher_is_better=False,
+        met=bool(max(ratios) <= 0.4),
+        per_pair=ratios,
+    )
 
 
 def main() -> None:
@@ -172,31 +261,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=pathlib.Path, required=True, help="Output directory for bench.json.")
-    parser.add_argument("--quick", action="store_true", help="Fewer repeats and sizes.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="Fewer scenarios and repeats (about 3 min).")
+    group.add_argument("--smoke", action="store_true", help="Every section on tiny sizes (< 30 s), for CI.")
     args = parser.parse_args()
     setup_logging("WARNING")
-    repeats = 3 if args.quick else 7
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    size = SIZES[mode]
+    environment = bench_environment({"gtsam": None, "shapely": None, "pyproj": None, "scipy": None})
     tic = time.perf_counter()
-    result = {
-        "planning_time_50_states_3_interp": planning_time(repeats),
-        "scaling": scaling(
-            [10, 25, 50] if args.quick else [10, 25, 50, 100, 200],
-            [0.5, 1.0] if args.quick else [0.5, 1.0, 2.0, 4.0],
-            1 if args.quick else 3,
-        ),
-        "energy_ratio_jet": energy_ratio(),
-        "versus_astar": versus_astar(
-            ["jet-island", "double-gyre"]
-            if args.quick
-            else ["jet-island", "double-gyre", "peninsula", "vortex"]
-        ),
-        "quick": args.quick,
-    }
-    result["wall_time_s"] = time.perf_counter() - tic
-    result["metadata"] = run_metadata(packages=("usv-planner", "gtsam", "scipy"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "bench.json", result)
-    print(f"wrote {args.out / 'bench.json'}")
+    rows = [*default_plan_rows(size), *gp_rows(size), *energy_rows(size), paper_effect_row(size)]
+    path = write_bench_json(
+        args.out / "bench.json",
+        package="usv-planner",
+        mode=mode,
+        environment=environment,
+        rows=rows,
+        extra={"wall_time_s": time.perf_counter() - tic},
+    )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

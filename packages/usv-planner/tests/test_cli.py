@@ -68,6 +68,8 @@ def test_reproduce_writes_summary_last(tmp_path, monkeypatch) -> None:
         gp_observations=30,
         receding_horizon=False,
         gp_sweep=(),
+        free_time_grid=3,
+        free_time_refine=1,
     )
     monkeypatch.setattr(
         reproduce.ReproductionConfig, "for_mode", classmethod(lambda cls, quick, seed=0: tiny)
@@ -77,6 +79,11 @@ def test_reproduce_writes_summary_last(tmp_path, monkeypatch) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     for key in ("paper", "claim", "verdict", "verdict_reason", "table", "seeds", "pngs"):
         assert key in summary
+    ext = summary["checks"]["extensions"]
+    assert ext["speed_limited_plans_within_limit"] is True
+    assert ext["homotopy"]["global_search_collision_free"] is True
+    assert ext["homotopy"]["preset_bulges_collision_free"] is False
+    assert "free_time.png" in summary["pngs"]
     assert summary["verdict"] in ("reproduced", "partly", "not reproduced at this scale")
     for png in summary["pngs"]:
         assert (tmp_path / png).is_file()

@@ -12,6 +12,7 @@ by golden-section search on ``log T`` (bisection on feasibility for ``time``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -102,7 +103,8 @@ def plan_free_arrival(
         if horizon in evaluated:
             return evaluated[horizon][0]
         try:
-            traj = planner.plan(start_p, goal_p, env, current, t0=t0, horizon=horizon)
+            with _quiet_planner():
+                traj = planner.plan(start_p, goal_p, env, current, t0=t0, horizon=horizon)
         except ValueError as error:  # e.g. too short for the speed limit: infeasible, not fatal
             row = {"horizon": horizon, "feasible": False, "energy": math.inf, "reason": str(error)}
             evaluated[horizon] = (row, None)
@@ -152,6 +154,18 @@ def plan_free_arrival(
     if at_bound and objective != "time":
         log.warning("the best arrival time %.0f s is at the search bound; widen bounds", horizon)
     return ArrivalSearch(traj, horizon, objective, curve, at_bound)
+
+
+@contextlib.contextmanager
+def _quiet_planner():
+    """Infeasible horizons are expected while searching: keep the planner's warnings out of the log."""
+    planner_log = logging.getLogger("usv_planner.planner")
+    level = planner_log.level
+    planner_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        planner_log.setLevel(level)
 
 
 def _golden(f, lo: float, hi: float, steps: int) -> None:

@@ -17,7 +17,7 @@ from usv_planner.currents import (
 )
 from usv_planner.environment import Environment, OccupancyMap
 
-__all__ = ["SCENARIOS", "Scenario", "make_scenario"]
+__all__ = ["SCENARIOS", "Scenario", "generated_scenario", "make_scenario"]
 
 SCENARIOS = Registry("scenario")
 
@@ -128,4 +128,47 @@ def staggered_walls() -> Scenario:
         3000.0,
         1.2,
         extra={"epsilon": 40.0},
+    )
+
+
+class _SumField(CurrentField):
+    """Sum of two current fields (a background flow plus an eddy)."""
+
+    def __init__(self, a: CurrentField, b: CurrentField) -> None:
+        self.a, self.b = a, b
+
+    def velocity(self, points, t=0.0):
+        ca, ja = self.a.velocity(points, t)
+        cb, jb = self.b.velocity(points, t)
+        return ca + cb, ja + jb
+
+
+def generated_scenario(seed: int = 0) -> Scenario:
+    """An unseen problem of the built-in size, drawn with ``seed``: 3 km x 1.5 km, three round islands
+    (radius 100-220 m) away from start and goal, a Rankine eddy (0.5-0.9 m/s) on a 0-0.3 m/s drift."""
+    rng = np.random.default_rng(seed)
+    start, goal = (150.0, float(rng.uniform(400, 1100))), (2850.0, float(rng.uniform(400, 1100)))
+    islands: list[tuple[float, float, float]] = []
+    while len(islands) < 3:
+        c = (float(rng.uniform(600, 2400)), float(rng.uniform(250, 1250)), float(rng.uniform(100, 220)))
+        far_from_ends = all(np.hypot(c[0] - p[0], c[1] - p[1]) > c[2] + 300 for p in (start, goal))
+        apart = all(np.hypot(c[0] - o[0], c[1] - o[1]) > c[2] + o[2] + 150 for o in islands)
+        if far_from_ends and apart:
+            islands.append(c)
+    eddy = RankineVortex(
+        center=(float(rng.uniform(800, 2200)), float(rng.uniform(400, 1100))),
+        peak_speed=float(rng.uniform(0.5, 0.9)),
+        radius=float(rng.uniform(250, 450)),
+    )
+    drift = UniformCurrent(float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.15, 0.15)))
+    occ = OccupancyMap.from_shapes(3000.0, 1500.0, 20.0, circles=islands)
+    return Scenario(
+        f"generated-{seed}",
+        generated_scenario.__doc__ or "",
+        Environment(occ),
+        _SumField(drift, eddy),
+        [(start, goal)],
+        3000.0,
+        1.2,
+        extra={"seed": seed},
     )
