@@ -1,15 +1,14 @@
-"""llm-sparsity benchmarks (JSON into --out).
+"""llm-sparsity benchmarks: JSON through research_systems_core.bench (rows with ours/peer/ratio/goal).
 
-1. One-shot global magnitude pruning: time and peak extra memory (RSS sampled every ~0.2 ms in a
-   fresh process per measurement) of ``llm_sparsity.pruning.prune`` (research-systems-core MaskSet with a
-   histogram threshold, |w| computed tensor by tensor) vs ``torch.nn.utils.prune.global_unstructured``
-   on MiniLM and a BERT-base-sized random model; both masks compared; one read pass as the floor.
-2. Wanda calibration time per layer (MiniLM).
-3. Curve sweep wall time (MiniLM, retrieval evaluation).
-4. ISP vs IMP cost to the same target sparsity (training steps and wall time, one run).
-5. SMC runner overhead per cell beyond the method's own compute.
+1. Global magnitude pruning (exact, same mask): ``llm_sparsity.streaming.prune_magnitude_in_place``
+   vs ``torch.nn.utils.prune.global_unstructured`` (the peer); time (goal >= 7x faster) and peak
+   extra memory over the targeted weight bytes (goal <= 10%), each measured in a fresh process
+   (RSS sampled every ~0.2 ms), repeats interleaved, medians; the two masks must be identical.
+2. Sequential Wanda and SparseGPT: seconds per Llama-style block (hidden 2048, intermediate 5632,
+   the TinyLlama-1.1B block) on this CPU, calibration 8 x 128 tokens (``--quick``: 4 x 64).
+3. (full run only) ISP vs IMP mask-search cost to the same sparsity on MiniLM (steps and time).
 
-Usage: python benchmarks/bench.py --out DIR [--quick]
+Usage: python benchmarks/bench.py --out DIR [--smoke | --quick]
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -29,19 +29,40 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _rss() -> int:
+    """Anonymous resident memory (resident minus file-backed pages such as libtorch's code)."""
     with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fields = fh.read().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _warm_up(kind: str) -> None:
+    """Run the measured code once on a tiny model so one-time kernel/allocator set-up is not counted."""
+    import torch
+    import torch.nn.utils.prune as tprune
+
+    from llm_sparsity.streaming import prune_magnitude_in_place
+    from llm_sparsity.targets import Targets
+
+    small = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 1024))
+    if kind == "ours":
+        prune_magnitude_in_place(small, Targets(("0.weight", "1.weight")), 0.5)
+    else:
+        tprune.global_unstructured(
+            [(small[0], "weight"), (small[1], "weight")], pruning_method=tprune.L1Unstructured, amount=0.5
+        )
 
 
 class PeakRSS:
     """Peak resident memory above the baseline while the block runs (sampling thread)."""
 
     def __enter__(self) -> PeakRSS:
-        self.base = _rss()
-        self.peak = self.base
         self._stop = False
+        self.peak = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        time.sleep(0.05)  # the sampler's own stack and arena are not the measured code's memory
+        self.base = _rss()
+        self.peak = self.base
         return self
 
     def _run(self) -> None:
@@ -69,79 +90,54 @@ def _model(name: str):
         return load_pretrained("minilm")[0]
     from llm_sparsity.models import create_model
 
+    if name == "tiny_bert":
+        return create_model("tiny_bert", hidden_size=128, intermediate_size=512, num_layers=2)
     return create_model("bert_base_random")
 
 
 def worker(kind: str, model_name: str, sparsity: float) -> dict[str, Any]:
-    """Run one pruning measurement in this (fresh) process."""
+    """One global-magnitude measurement in this (fresh) process."""
     import gc
 
+    import torch
     import torch.nn.utils.prune as tprune
 
-    from llm_sparsity.pruning import prune
+    from llm_sparsity.streaming import prune_magnitude_in_place
     from llm_sparsity.targets import select_targets
 
     model = _model(model_name)
     targets = select_targets(model, "essential")
-    weight_bytes = sum(p.numel() * p.element_size() for p in targets.parameters(model).values())
-    # touch every weight first: safetensors weights are memory-mapped and would otherwise be paged
-    # in during the measurement and counted as "extra" memory
-    float(sum(p.detach().abs().sum() for p in targets.parameters(model).values()))
+    params = targets.parameters(model)
+    with torch.no_grad():  # own, written pages: no memory-mapped file pages counted as "extra"
+        for p in params.values():
+            p.data = p.data.clone()
+    weight_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    _warm_up(kind)
     gc.collect()
     if kind == "ours":
         with PeakRSS() as mem:
-            t = time.perf_counter()
-            masks = prune(model, targets, sparsity)
-            seconds = time.perf_counter() - t
-        kept = {n: m.clone() for n, m in masks.masks.items()}
-    elif kind == "torch":
-        modules = dict(model.named_modules())
-        params = [(modules[n.rsplit(".", 1)[0]], "weight") for n in targets.names]
-        with PeakRSS() as mem:
-            t = time.perf_counter()
-            tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=sparsity)
-            seconds = time.perf_counter() - t
-        kept = {n: modules[n.rsplit(".", 1)[0]].weight_mask.bool().clone() for n in targets.names}
-    elif kind == "stream":
-        from llm_sparsity.streaming import prune_magnitude_in_place
-
-        with PeakRSS() as mem:
-            t = time.perf_counter()
+            t = time.process_time()
             prune_magnitude_in_place(model, targets, sparsity)
-            seconds = time.perf_counter() - t
+            seconds = time.process_time() - t
         kept = {n: p.detach().ne(0) for n, p in targets.parameters(model).items()}
-        kept_bytes = 0  # no mask tensors are created
-    else:  # one read pass over the targeted weights: the physical floor
+    else:
+        modules = dict(model.named_modules())
+        pairs = [(modules[n.rsplit(".", 1)[0]], "weight") for n in targets.names]
         with PeakRSS() as mem:
-            t = time.perf_counter()
-            total = sum(float(p.detach().abs().sum()) for p in targets.parameters(model).values())
-            seconds = time.perf_counter() - t
-        del total
-        kept = {}
-    if kind != "stream":
-        kept_bytes = sum(m.numel() for m in kept.values())
+            t = time.process_time()
+            tprune.global_unstructured(pairs, pruning_method=tprune.L1Unstructured, amount=sparsity)
+            seconds = time.process_time() - t
+        kept = {n: modules[n.rsplit(".", 1)[0]].weight_mask.bool() for n in targets.names}
     out_path = os.environ.get("BENCH_MASK_OUT")
-    if out_path and kept:
+    if out_path:
         from safetensors.torch import save_file
 
         save_file({n: m.contiguous() for n, m in kept.items()}, out_path)
-    return {
-        "kind": kind,
-        "model": model_name,
-        "sparsity": sparsity,
-        "seconds": seconds,
-        "peak_extra_bytes": mem.extra,
-        "targeted_weight_bytes": weight_bytes,
-        "peak_extra_over_weights": mem.extra / weight_bytes,
-        "output_mask_bytes": kept_bytes,  # bool masks: 1 byte per weight
-        "peak_extra_excluding_output_masks_over_weights": max(mem.extra - kept_bytes, 0) / weight_bytes,
-    }
+    return {"seconds": seconds, "extra_bytes": mem.extra, "weight_bytes": weight_bytes}
 
 
-def _spawn(kind: str, model: str, sparsity: float, mask_out: Path | None) -> dict[str, Any]:
-    env = dict(os.environ)
-    if mask_out is not None:
-        env["BENCH_MASK_OUT"] = str(mask_out)
+def _spawn(kind: str, model: str, sparsity: float, mask_out: Path) -> dict[str, Any]:
+    env = dict(os.environ, BENCH_MASK_OUT=str(mask_out))
     res = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--model", model, "--sparsity", str(sparsity)],
         capture_output=True,
@@ -154,74 +150,103 @@ def _spawn(kind: str, model: str, sparsity: float, mask_out: Path | None) -> dic
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def bench_pruning(out: Path, quick: bool) -> dict[str, Any]:
+def bench_global_magnitude(out: Path, models: list[str], repeats: int) -> list[dict[str, Any]]:
     from safetensors.torch import load_file
 
-    results: dict[str, Any] = {}
-    models = ["minilm"] if quick else ["minilm", "bert_base_random"]
-    repeats = 1 if quick else 2
+    from research_systems_core.bench import ratio_row
+
+    rows = []
     for model in models:
-        rows = {}
-        for kind in ("floor", "stream", "ours", "torch"):
-            runs = [
-                _spawn(kind, model, 0.5, out / f"mask_{model}_{kind}.safetensors") for _ in range(repeats)
-            ]
-            best = min(runs, key=lambda r: r["seconds"])
-            best["peak_extra_bytes"] = max(r["peak_extra_bytes"] for r in runs)
-            best["peak_extra_over_weights"] = best["peak_extra_bytes"] / best["targeted_weight_bytes"]
-            rows[kind] = best
-        a = load_file(str(out / f"mask_{model}_ours.safetensors"))
-        b = load_file(str(out / f"mask_{model}_torch.safetensors"))
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "torch": []}
+        for _ in range(repeats):  # interleaved: load moves both alike
+            for kind in ("ours", "torch"):
+                runs[kind].append(_spawn(kind, model, 0.5, out / f"mask_{kind}.safetensors"))
+        a, b = load_file(str(out / "mask_ours.safetensors")), load_file(str(out / "mask_torch.safetensors"))
         differing = sum(int((a[n] != b[n]).sum()) for n in a)
-        c = load_file(str(out / f"mask_{model}_stream.safetensors"))
-        differing_stream = sum(int((c[n] != b[n]).sum()) for n in c)
-        for kind in ("ours", "torch", "stream"):
-            (out / f"mask_{model}_{kind}.safetensors").unlink()
-        results[model] = {
-            **rows,
-            "speedup_vs_torch": rows["torch"]["seconds"] / rows["ours"]["seconds"],
-            "masks_differing_entries": differing,
-            "goal_5x_faster": rows["torch"]["seconds"] / rows["ours"]["seconds"] >= 5,
-            "goal_memory_10pct": rows["ours"]["peak_extra_over_weights"] <= 0.10,
-            "stream_speedup_vs_torch": rows["torch"]["seconds"] / rows["stream"]["seconds"],
-            "stream_masks_differing_entries": differing_stream,
-            "stream_goal_5x_faster": rows["torch"]["seconds"] / rows["stream"]["seconds"] >= 5,
-            "stream_goal_memory_10pct": rows["stream"]["peak_extra_over_weights"] <= 0.10,
-        }
-    return results
+        if differing:
+            raise AssertionError(f"{model}: streaming and torch masks differ in {differing} entries")
+        for kind in ("ours", "torch"):
+            (out / f"mask_{kind}.safetensors").unlink()
+        t_ours = statistics.median(r["seconds"] for r in runs["ours"])
+        t_torch = statistics.median(r["seconds"] for r in runs["torch"])
+        wb = runs["ours"][0]["weight_bytes"]
+        m_ours = statistics.median(r["extra_bytes"] for r in runs["ours"]) / wb
+        m_torch = statistics.median(r["extra_bytes"] for r in runs["torch"]) / wb
+        rows.append(
+            ratio_row(
+                f"global magnitude 50% ({model}): CPU seconds",
+                t_ours,
+                t_torch,
+                unit="s",
+                higher_is_better=False,
+                goal=">= 7x faster",
+                met=t_torch / t_ours >= 7,
+                masks_differing=differing,
+                repeats=repeats,
+                targeted_weights=wb // 4,
+            )
+        )
+        rows.append(
+            ratio_row(
+                f"global magnitude 50% ({model}): peak extra memory / targeted weight bytes",
+                m_ours,
+                m_torch,
+                unit="fraction",
+                higher_is_better=False,
+                goal="<= 0.10",
+                met=m_ours <= 0.10,
+                ratio=(m_torch / m_ours) if m_ours > 0 else None,
+            )
+        )
+    return rows
 
 
-def bench_wanda(quick: bool) -> dict[str, Any]:
+def _llama_block_model(hidden: int, intermediate: int, vocab: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=1,
+        num_attention_heads=max(hidden // 64, 1),
+        num_key_value_heads=max(hidden // 64, 1),
+        max_position_embeddings=2048,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def bench_sequential(hidden: int, intermediate: int, n_samples: int, seq_len: int) -> list[dict[str, Any]]:
     import torch
 
-    from llm_sparsity.models import load_pretrained, tokenize
-    from llm_sparsity.scores import compute_scores
+    from llm_sparsity.sequential import prune_sequential
     from llm_sparsity.targets import select_targets
+    from research_systems_core.bench import ratio_row
 
     torch.set_num_threads(1)
-    model, tok = load_pretrained("minilm")
-    targets = select_targets(model, "essential")
-    texts = [
-        f"Sam has {i} apples and buys {i + 3} more. How many apples does Sam have now?" for i in range(64)
-    ]
-    n_seq = 16 if quick else 64
-    batches = tokenize(tok, texts[:n_seq], batch_size=16).batches
-    t = time.perf_counter()
-    compute_scores("wanda", model, targets, calibration=batches)
-    seconds = time.perf_counter() - t
-    t = time.perf_counter()
-    with torch.no_grad():
-        for b in batches:
-            model(**b)
-    forward = time.perf_counter() - t
-    return {
-        "calibration_sequences": n_seq,
-        "seconds": seconds,
-        "seconds_per_layer": seconds / len(targets),
-        "n_layers": len(targets),
-        "plain_forward_seconds": forward,
-        "hook_overhead": seconds / forward - 1,
-    }
+    rows = []
+    ids = torch.randint(0, 256, (n_samples, seq_len), generator=torch.Generator().manual_seed(0))
+    for method, nm in (("wanda", None), ("sparsegpt", None), ("sparsegpt", (2, 4))):
+        model = _llama_block_model(hidden, intermediate, 256)
+        targets = select_targets(model, "essential")
+        t = time.process_time()
+        masks = prune_sequential(model, targets, ids, method, None if nm else 0.5, nm)
+        seconds = time.process_time() - t
+        assert masks.n_total - masks.n_active == masks.n_total // 2
+        label = f"{method}{' 2:4' if nm else ' 50%'}"
+        rows.append(
+            ratio_row(
+                f"{label}: CPU seconds per Llama block (hidden {hidden}, intermediate {intermediate}, "
+                f"{n_samples}x{seq_len} tokens)",
+                seconds,
+                None,
+                unit="s",
+                higher_is_better=False,
+            )
+        )
+    return rows
 
 
 def _retrieval(quick: bool):
@@ -233,28 +258,6 @@ def _retrieval(quick: bool):
     passages = load_question_bodies(resolve_data_dir())
     task = BodyRetrievalTask.from_passages(passages, 200 if quick else 400, 100 if quick else 200)
     return model, tok, task
-
-
-def bench_curve(quick: bool) -> dict[str, Any]:
-    from llm_sparsity.junk_dna import run_difficulty_curves
-    from llm_sparsity.probe import MCSuite
-    from llm_sparsity.targets import select_targets
-    from llm_sparsity.tasks import BODY_LEVELS
-
-    model, tok, task = _retrieval(quick)
-    suite = MCSuite(task, tok, BODY_LEVELS, seeds=[0])
-    grid = [0.0, 0.5, 0.9] if quick else [round(0.1 * i, 1) for i in range(10)]
-    t = time.perf_counter()
-    rows = run_difficulty_curves(model, select_targets(model, "essential"), suite, grid, ["magnitude"])
-    seconds = time.perf_counter() - t
-    return {
-        "grid_points": len(grid),
-        "levels": len(BODY_LEVELS),
-        "texts_encoded_per_point": suite.texts.n,
-        "seconds": seconds,
-        "seconds_per_point": seconds / len(grid),
-        "rows": len(rows),
-    }
 
 
 def bench_isp_vs_imp(quick: bool) -> dict[str, Any]:
@@ -313,67 +316,40 @@ def bench_isp_vs_imp(quick: bool) -> dict[str, Any]:
     }
 
 
-def bench_runner_overhead(out: Path, quick: bool) -> dict[str, Any]:
-    import torch
+def bench_isp_rows() -> list[dict[str, Any]]:
+    from research_systems_core.bench import ratio_row
 
-    from llm_sparsity.finetune import FinetuneConfig, MCItem, RetrievalTrainer
-    from llm_sparsity.models import build_word_tokenizer, create_model
-    from llm_sparsity.smc_bench import Budget, TaskBundle, run_benchmark
-    from llm_sparsity.targets import select_targets
-
-    torch.set_num_threads(1)
-    words = ["apple", "river", "stone", "cloud", "green", "music", "table", "light"]
-    items = [MCItem(f"the {w}", (w, words[(i + 1) % 8], words[(i + 2) % 8]), 0) for i, w in enumerate(words)]
-    tok = build_word_tokenizer([*words, "the"], 64)
-    bundle = TaskBundle("toy", RetrievalTrainer(items, tok, FinetuneConfig(batch_size=4)), items, tok)
-    model = create_model("tiny_bert", vocab_size=64)
-    grid = [0.2, 0.5, 0.8] if quick else [0.2, 0.36, 0.49, 0.59, 0.67, 0.74, 0.79, 0.83]
-    path = out / "runner_overhead.jsonl"
-    path.unlink(missing_ok=True)
-    rows = run_benchmark(
-        model,
-        select_targets(model, "essential"),
-        {"toy": bundle},
-        ["omp_before", "random"],
-        grid,
-        [0],
-        path,
-        Budget(steps=2, batch_size=4),
-    )
-    t = time.perf_counter()
-    run_benchmark(
-        model,
-        select_targets(model, "essential"),
-        {"toy": bundle},
-        ["omp_before", "random"],
-        grid,
-        [0],
-        path,
-        Budget(steps=2, batch_size=4),
-    )
-    resume_seconds = time.perf_counter() - t
-    path.unlink()
-    over = [r["overhead_seconds"] for r in rows]
-    meth = [r["method_seconds"] for r in rows]
-    return {
-        "cells": len(rows),
-        "mean_overhead_seconds": sum(over) / len(over),
-        "max_overhead_seconds": max(over),
-        "mean_method_seconds": sum(meth) / len(meth),
-        "resume_all_done_seconds": resume_seconds,
-        "note": "overhead = restoring the pre-trained weights, seeding, counting sparsity, writing the JSONL row",
-    }
+    res = bench_isp_vs_imp(quick=True)
+    return [
+        ratio_row(
+            "ISP/IMP mask-search steps (MiniLM, 70%)",
+            res["isp"]["total_steps"],
+            res["imp"]["train_steps"],
+            unit="steps",
+            higher_is_better=False,
+            goal="<= 0.25x IMP",
+            met=res["step_ratio_isp_over_imp"] <= 0.25,
+        ),
+        ratio_row(
+            "ISP/IMP mask-search seconds (MiniLM, 70%)",
+            res["time_ratio_isp_over_imp"],
+            1.0,
+            unit="fraction of IMP",
+            higher_is_better=False,
+            goal="<= 0.25",
+            met=res["time_ratio_isp_over_imp"] <= 0.25,
+            ratio=1.0 / res["time_ratio_isp_over_imp"],
+        ),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, help="Output directory for the JSON results.")
-    parser.add_argument("--quick", action="store_true", help="Smaller, faster configuration.")
-    parser.add_argument(
-        "--sections", default="", help="Comma-separated subset of sections to run (default: all)."
-    )
+    parser.add_argument("--out", type=Path, help="Output directory for bench.json.")
+    parser.add_argument("--quick", action="store_true", help="MiniLM only, smaller calibration (~2 min).")
+    parser.add_argument("--smoke", action="store_true", help="Every section on tiny sizes (<= 30 s).")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="minilm", help=argparse.SUPPRESS)
     parser.add_argument("--sparsity", type=float, default=0.5, help=argparse.SUPPRESS)
@@ -385,33 +361,36 @@ def main() -> None:
         parser.error("--out DIR is required")
     import torch
 
-    from research_systems_core.metadata import run_metadata
-    from research_systems_core.results import write_json
+    from research_systems_core.bench import bench_environment, write_bench_json
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"quick": args.quick}
-    sections = [
-        ("pruning", lambda: bench_pruning(args.out, args.quick)),
-        ("wanda", lambda: bench_wanda(args.quick)),
-        ("curve_sweep", lambda: bench_curve(args.quick)),
-        ("isp_vs_imp", lambda: bench_isp_vs_imp(args.quick)),
-        ("runner_overhead", lambda: bench_runner_overhead(args.out, args.quick)),
-    ]
-    wanted = {x.strip() for x in args.sections.split(",") if x.strip()}
-    unknown = wanted - {name for name, _ in sections}
-    if unknown:
-        parser.error(f"unknown sections {sorted(unknown)}; choose from {[n for n, _ in sections]}")
-    for name, fn in sections:
-        if wanted and name not in wanted:
-            continue
-        t = time.perf_counter()
-        result[name] = fn()
-        result[name]["bench_wall_seconds"] = time.perf_counter() - t
-        print(name, json.dumps(result[name], default=str)[:600], flush=True)
-        write_json(args.out / "bench.json", result)
-    result["metadata"] = run_metadata(packages=("llm-sparsity", "transformers"))
-    write_json(args.out / "bench.json", result)
+    mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    env = bench_environment({"torch": torch.__version__})
+    t0 = time.perf_counter()
+    if mode == "smoke":
+        rows = bench_global_magnitude(args.out, ["tiny_bert"], 1) + bench_sequential(128, 256, 2, 32)
+    elif mode == "quick":
+        rows = bench_global_magnitude(args.out, ["minilm"], 3) + bench_sequential(2048, 5632, 4, 64)
+    else:
+        rows = (
+            bench_global_magnitude(args.out, ["minilm", "bert_base_random"], 3)
+            + bench_sequential(2048, 5632, 8, 128)
+            + bench_isp_rows()
+        )
+    path = write_bench_json(
+        args.out / "bench.json",
+        package="llm-sparsity",
+        mode=mode,
+        environment=env,
+        rows=rows,
+        extra={"wall_seconds": round(time.perf_counter() - t0, 1)},
+    )
+    for r in rows:
+        print(
+            f"{r['name']}: ours {r['ours']:.4g} peer {r['peer']} ratio {r['ratio']} goal {r['goal']} met {r['met']}"
+        )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

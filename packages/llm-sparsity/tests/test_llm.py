@@ -22,7 +22,25 @@ from llm_sparsity.saving import load_pruned, save_pruned
 from llm_sparsity.sequential import prune_sequential
 from llm_sparsity.targets import find_blocks, select_targets, tied_aliases
 
-WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "far", "and", "then", "slept", "ate", "fish", "big", "small", "red"]
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "ran",
+    "far",
+    "and",
+    "then",
+    "slept",
+    "ate",
+    "fish",
+    "big",
+    "small",
+    "red",
+]
 
 
 @pytest.fixture(scope="module")
