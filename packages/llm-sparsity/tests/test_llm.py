@@ -76,7 +76,7 @@ def test_every_family_round_trips_with_its_head(family, method, nm, tokenizer, t
     masks = prune_llm(model, targets, PruneSpec(method, 0.5, nm), calibration=_ids(), tokenizer=tokenizer)
     assert masks.n_total - masks.n_active == targets.n_weights(model) // 2  # exact count
     save_pruned(model, masks, tmp_path / "m", tokenizer)
-    loaded, loaded_masks, meta = load_pruned(tmp_path / "m")
+    loaded, loaded_masks, _meta = load_pruned(tmp_path / "m")
     assert type(loaded) is type(model)  # the head class, not AutoModel
     assert torch.equal(_logits(loaded, _ids()), _logits(model, _ids()))
     assert loaded_masks.sparsity() == 0.5

@@ -1,0 +1,145 @@
+"""Property-based bad-input tests (issue 23): every bad option value -> exit 2 / ValueError naming it.
+
+``FUZZ_EXAMPLES`` (default 12) bounds the examples per property."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from llm_sparsity.cli import app
+from llm_sparsity.layerwise import sparsegpt_prune, wanda_mask
+from llm_sparsity.llm import PruneSpec
+from llm_sparsity.pruning import parse_nm
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from llm_sparsity.models import build_word_tokenizer, tiny_lm
+
+    path = tmp_path_factory.mktemp("fuzz") / "tiny"
+    tok = build_word_tokenizer("the cat sat on a mat".split(), 64)
+    tok.add_special_tokens({"eos_token": "[SEP]", "bos_token": "[CLS]"})
+    tiny_lm("gpt2", vocab_size=64).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    (path.parent / "calib.txt").write_text("the cat sat on a mat " * 40)
+    return path
+
+
+def _prune(model_dir, *extra: str):
+    out = model_dir.parent / "out"
+    return runner.invoke(app, ["prune", str(model_dir), "--out", str(out), "--device", "cpu", *extra])
+
+
+def _assert_clean(result, *names: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    text = result.output.lower()
+    assert any(n.lower() in text for n in names), result.output
+    assert "traceback" not in text
+
+
+bad_sparsity = st.one_of(
+    st.floats(max_value=-1e-9, allow_nan=False), st.floats(min_value=1.0, allow_nan=False), st.just(math.nan)
+)
+
+
+@FUZZ
+@given(value=bad_sparsity)
+def test_prune_rejects_bad_sparsity(model_dir, value) -> None:
+    _assert_clean(_prune(model_dir, "--sparsity", repr(value)), "sparsity")
+
+
+@FUZZ
+@given(value=st.text(min_size=0, max_size=8).filter(lambda s: s.strip() not in ("", "2:4", "4:8", "1:2", "1:4")))
+def test_prune_rejects_bad_nm(model_dir, value) -> None:
+    try:
+        parse_nm(value)
+    except ValueError:
+        pass
+    else:  # a valid pattern is not a bad input
+        return
+    _assert_clean(_prune(model_dir, "--nm", value), "n:m", "nm")
+
+
+@FUZZ
+@given(
+    option=st.sampled_from(["--method", "--dtype", "--task", "--preset", "--allocation", "--device"]),
+    value=st.text(alphabet="abcxyz_-", min_size=1, max_size=10),
+)
+def test_prune_rejects_unknown_names(model_dir, option, value) -> None:
+    known = {"magnitude", "random", "snip", "wanda", "sparsegpt", "auto", "bf16", "fp16", "fp32", "causal-lm",
+             "masked-lm", "base", "essential", "junk_dna", "all_linear", "global", "layer", "row", "nm", "cpu"}
+    if value in known:
+        return
+    _assert_clean(_prune(model_dir, option, value), option.strip("-"), value)
+
+
+@FUZZ
+@given(option=st.sampled_from(["--n-samples", "--seq-len"]), value=st.integers(max_value=0))
+def test_prune_rejects_bad_counts(model_dir, option, value) -> None:
+    _assert_clean(_prune(model_dir, "--method", "wanda", option, str(value)), option)
+
+
+@FUZZ
+@given(name=st.text(alphabet="abc/._-", min_size=1, max_size=12))
+def test_prune_and_eval_reject_missing_models_and_files(model_dir, name) -> None:
+    missing = model_dir.parent / "missing" / name.replace("/", "_")
+    _assert_clean(_prune(model_dir, "--method", "wanda", "--calib", str(missing)), "--calib")
+    res = runner.invoke(app, ["eval", str(model_dir), "--ppl", str(missing), "--device", "cpu"])
+    _assert_clean(res, "--ppl")
+    res = runner.invoke(app, ["eval", str(model_dir), "--mc", str(missing), "--device", "cpu"])
+    _assert_clean(res, "--mc")
+
+
+def test_prune_bad_inputs_named_in_the_issue(model_dir, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _assert_clean(runner.invoke(app, ["prune", "facebook/opt-125m", "--out", "x", "--device", "cpu"]), "hub")
+    _assert_clean(_prune(model_dir, "--pattern", "no_such_weight"), "matched no parameter")
+    _assert_clean(_prune(model_dir, "--nm", "4:2"), "0 < n < m")
+    _assert_clean(
+        _prune(model_dir, "--method", "wanda", "--calib", str(model_dir.parent / "calib.txt"), "--seq-len", "5000"),
+        "shorter than one window",
+    )
+    _assert_clean(_prune(model_dir, "--task", "masked-lm"), "carries no masked-lm head")
+    if not torch.cuda.is_available():
+        _assert_clean(_prune(model_dir, "--device", "cuda"), "cuda")
+    res = runner.invoke(app, ["eval", str(model_dir), "--device", "cpu"])
+    _assert_clean(res, "nothing to evaluate")
+
+
+@FUZZ
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["q", "opts", "answer", "text"]), st.text(max_size=5)), max_size=4))
+def test_eval_mc_files_with_wrong_columns(model_dir, rows) -> None:
+    path = model_dir.parent / "mc.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    res = runner.invoke(app, ["eval", str(model_dir), "--mc", str(path), "--device", "cpu"])
+    _assert_clean(res, "column 'question' is missing", "empty", "no rows")
+
+
+@FUZZ
+@given(
+    sparsity=st.one_of(st.floats(max_value=-1e-6), st.floats(min_value=1.0), st.just(math.nan)),
+    nm=st.tuples(st.integers(-3, 6), st.integers(-3, 6)).filter(lambda t: not 0 < t[0] < t[1]),
+)
+def test_api_rejects_bad_values(sparsity, nm) -> None:
+    weight, h = torch.randn(4, 8), torch.eye(8)
+    for call in (
+        lambda: PruneSpec("wanda", sparsity),
+        lambda: PruneSpec("wanda", 0.5, nm),
+        lambda: wanda_mask(weight, torch.ones(8), sparsity),
+        lambda: sparsegpt_prune(weight, h, sparsity),
+        lambda: sparsegpt_prune(weight, h, None, nm),
+    ):
+        with pytest.raises(ValueError, match=r"sparsity|N:M|N < M"):
+            call()
