@@ -3,7 +3,16 @@ import torch
 
 from gnn_soup.executors import SequentialExecutor
 from gnn_soup.ingredients import make_plan, train_plan
-from gnn_soup.soup import ensemble_accuracy, make_evaluators, run_soups, uniform_soup
+from gnn_soup.soup import (
+    SoupInvariantError,
+    check_reported_scores,
+    ensemble_accuracy,
+    interpolation_weights,
+    make_evaluators,
+    run_soups,
+    soup_verdict,
+    uniform_soup,
+)
 from gnn_soup.training import TrainConfig, build_model
 
 
@@ -70,3 +79,58 @@ def test_grid_with_fewer_than_two_points_is_rejected(trained) -> None:
         run_soups(evaluators, [r.state_dict for r in results], grid=1)
     with pytest.raises(ValueError, match="at least one ingredient"):
         run_soups(evaluators, [], grid=3)
+
+
+def test_interpolation_weights_follow_the_history() -> None:
+    history = [
+        {"ingredient": 2, "alpha": 1.0, "accepted": True},
+        {"ingredient": 0, "alpha": 0.25, "accepted": True},
+        {"ingredient": 1, "alpha": 0.5, "accepted": False},
+        {"ingredient": 3, "alpha": 0.5, "accepted": True},
+    ]
+    assert interpolation_weights(history) == {2: 0.375, 0: 0.125, 3: 0.5}
+    replaced = [*history, {"ingredient": 1, "alpha": 1.0, "accepted": True}]
+    weights = interpolation_weights(replaced)  # alpha = 1 replaces the soup: earlier members weigh 0
+    assert {i for i, w in weights.items() if w > 0} == {1}
+
+
+def test_accepted_members_are_true_to_the_final_soup(trained) -> None:
+    results, evaluators = trained
+    states = [r.state_dict for r in results]
+    out = run_soups(evaluators, states, [r.val_acc for r in results], grid=5)
+    interp = out["greedy_interpolation"]
+    weights = {int(k): w for k, w in interp["weights"].items()}
+    assert sorted(weights) == sorted(interp["accepted"]) and sum(weights.values()) == pytest.approx(1.0)
+    rebuilt = {k: sum(w * states[i][k].double() for i, w in weights.items()) for k in states[0]}
+    soup = out["_states"]["greedy_interpolation"]
+    assert all(torch.allclose(rebuilt[k].float(), soup[k], atol=1e-6) for k in soup)
+    for name in ("uniform", "greedy", "greedy_interpolation"):  # ensemble and best beside every soup
+        entry = out[name]
+        assert entry["vs_best_ingredient"] == pytest.approx(entry["test"] - out["best_ingredient"]["test"])
+        assert entry["vs_ensemble"] == pytest.approx(entry["test"] - out["ensemble"]["test"])
+        assert entry["verdict"] == soup_verdict(entry, out["best_ingredient"], out["ensemble"])
+
+
+def test_a_soup_score_without_its_evaluation_is_refused(trained) -> None:
+    results, evaluators = trained
+    state = results[0].state_dict
+    check_reported_scores(evaluators, "x", state, evaluators.val(state), evaluators.test(state))
+    with pytest.raises(SoupInvariantError, match="reported val accuracy"):
+        check_reported_scores(evaluators, "x", state, evaluators.val(state) + 0.01, evaluators.test(state))
+
+
+def test_soup_verdicts() -> None:
+    best, ensemble = {"test": 0.70}, {"test": 0.72}
+    assert soup_verdict({"test": 0.73}, best, ensemble) == "beats best ingredient and ensemble"
+    assert soup_verdict({"test": 0.71}, best, ensemble) == "beats best ingredient, not the ensemble"
+    assert soup_verdict({"test": 0.70}, best, ensemble) == "ties best ingredient"
+    assert soup_verdict({"test": 0.69}, best, ensemble) == "below best ingredient"
+
+
+def test_layerwise_evaluators_agree_with_full_ones(trained, graph) -> None:
+    results, full = trained
+    config = TrainConfig(hidden_dim=16, eval_method="layerwise", chunk_size=50)
+    layerwise = make_evaluators(build_model(config, graph), graph, config)
+    for r in results:
+        assert layerwise.val(r.state_dict) == pytest.approx(full.val(r.state_dict))
+        assert layerwise.test(r.state_dict) == pytest.approx(full.test(r.state_dict))
