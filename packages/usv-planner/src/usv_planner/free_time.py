@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from research_systems_core.validation import check_choice, check_int, check_positive
+from research_systems_core.validation import check_choice, check_int
 from usv_planner.currents import CurrentField, UniformCurrent
 from usv_planner.environment import Environment
 from usv_planner.limits import water_samples
 from usv_planner.metrics import trapezoid
-from usv_planner.planner import GPMP2Planner, Trajectory
+from usv_planner.planner import GPMP2Planner, Trajectory, check_positive_finite
 
 __all__ = ["ARRIVAL_OBJECTIVES", "ArrivalSearch", "plan_free_arrival", "trajectory_energy"]
 
@@ -82,7 +82,7 @@ def plan_free_arrival(
 ) -> ArrivalSearch:
     """Plan with a free arrival time; see the module docstring for the objectives."""
     check_choice("objective", objective, ARRIVAL_OBJECTIVES)
-    check_positive("time_weight", time_weight, strict=False)
+    check_positive_finite("time_weight", time_weight, strict=False)
     check_int("n_grid", n_grid, minimum=2)
     check_int("refine", refine, minimum=0)
     if objective == "time" and planner.config.speed_limit is None:
@@ -94,7 +94,8 @@ def plan_free_arrival(
     current = current if current is not None else UniformCurrent()
     distance = float(np.linalg.norm(goal_p - start_p))
     low, high = bounds if bounds is not None else _default_bounds(planner, distance, env, current, t0)
-    check_positive("bounds[0]", low)
+    check_positive_finite("bounds[0]", low)
+    check_positive_finite("bounds[1]", high)
     if not high > low:
         raise ValueError(f"bounds must be (low, high) with high > low > 0, got ({low:g}, {high:g})")
     evaluated: dict[float, tuple[dict[str, Any], Trajectory | None]] = {}

@@ -40,7 +40,7 @@ def _obstacle_parts(env: Environment, clearance: float):
     )
     if shapes.empty:
         return shapely.Polygon(), []
-    inflated = shapes.union.buffer(clearance, quad_segs=4) if clearance > 0 else shapes.union
+    inflated = shapes.union.buffer(clearance, quad_segs=3) if clearance > 0 else shapes.union
     parts = list(getattr(inflated, "geoms", [inflated]))
     return inflated, [p for p in parts if not p.is_empty]
 
@@ -48,7 +48,7 @@ def _obstacle_parts(env: Environment, clearance: float):
 def _graph_nodes(parts, margin: float, env: Environment, inflated) -> np.ndarray:
     nodes = []
     for part in parts:
-        outline = part.buffer(margin, quad_segs=2).simplify(margin / 2.0)
+        outline = part.buffer(margin, join_style="mitre", mitre_limit=3.0).simplify(margin / 2.0)
         polys = getattr(outline, "geoms", [outline])
         for poly in polys:
             nodes.append(np.asarray(poly.exterior.coords)[:-1])
@@ -127,12 +127,10 @@ def homotopy_paths(
             anchors.append(anchor)
     anchors.sort(key=lambda a: abs((a - start) @ normal))
     anchors = anchors[:max_obstacles]
+    seg_a, seg_b = nodes[ii], nodes[jj]
     for anchor in anchors:
         # rays[o][0] blocks passing on the right (forces left), rays[o][1] the reverse
-        crosses = [
-            shapely.intersects(lines, shapely.LineString([anchor, anchor + s * reach * normal]))
-            for s in (-1, 1)
-        ]
+        crosses = [_segments_cross(seg_a, seg_b, anchor, anchor + s * reach * normal) for s in (-1, 1)]
         rays.append(crosses)
     results: list[HomotopyPath] = []
     seen: set[tuple[int, ...]] = set()
@@ -152,6 +150,20 @@ def homotopy_paths(
             results.append(HomotopyPath(path, length, sides))
     results.sort(key=lambda r: r.length)
     return results[:max_classes]
+
+
+def _segments_cross(a: np.ndarray, b: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Whether segments ``a[k]-b[k]`` ``(K, 2)`` intersect the segment ``p-q`` (touching counts)."""
+
+    def orient(u, v, w):
+        return np.sign(
+            (v[..., 0] - u[..., 0]) * (w[..., 1] - u[..., 1])
+            - (v[..., 1] - u[..., 1]) * (w[..., 0] - u[..., 0])
+        )
+
+    o1, o2 = orient(a, b, p), orient(a, b, q)
+    o3, o4 = orient(p, q, a), orient(p, q, b)
+    return (o1 * o2 <= 0) & (o3 * o4 <= 0)
 
 
 def _shortest(n: int, ii: np.ndarray, jj: np.ndarray, w: np.ndarray, nodes: np.ndarray) -> np.ndarray | None:

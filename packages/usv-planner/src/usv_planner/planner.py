@@ -12,6 +12,7 @@ the horizon), so the weights in :class:`PlannerConfig` do not depend on the map 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -115,6 +116,7 @@ class PlannerConfig:
     max_escalations: int = 3
     workers: int = 1
     screen_iterations: int = 5
+    coarse_states: int = 13
     relative_tolerance: float = 1e-4
 
     def validate(self) -> PlannerConfig:
@@ -143,11 +145,13 @@ class PlannerConfig:
                 check_positive_finite(name, getattr(self, name))
         for name in ("qc", "epsilon", "energy_weight", "kappa", "obstacle_sigma"):
             check_positive_finite(name, getattr(self, name), strict=name in ("qc", "obstacle_sigma"))
-        check_positive("limit_sigma", self.limit_sigma)
+        for name in ("limit_sigma", "endpoint_sigma", "velocity_sigma"):
+            check_positive_finite(name, getattr(self, name))
         check_range("limit_tolerance", self.limit_tolerance, 0.0, 1.0)
         check_int("max_escalations", self.max_escalations, minimum=0)
         check_int("workers", self.workers, minimum=1)
         check_int("screen_iterations", self.screen_iterations, minimum=0)
+        check_int("coarse_states", self.coarse_states, minimum=0)
         check_range("relative_tolerance", self.relative_tolerance, 0.0, 0.5)
         if self.interp_backend == "native" and (self.speed_limit or self.accel_limit):
             raise ValueError(
@@ -426,7 +430,10 @@ class GPMP2Planner:
         to_n = lambda v: None if v is None else rot.T @ np.asarray(v, dtype=float)  # noqa: E731
         job = _Job(self, scaled, to_n(start_velocity), to_n(goal_velocity))
         inits = self._initial_values(env, start_p, goal_p, rot, length)
-        solved = job.solve_all([values for _, values in inits], cfg.workers)
+        if 2 <= cfg.coarse_states < cfg.n_states and len(inits) > 1 and cfg.workers == 1:
+            solved = self._coarse_to_fine(job, inits)
+        else:
+            solved = job.solve_all([values for _, values in inits], cfg.workers)
         candidates: list[dict[str, Any]] = []
         best: tuple[tuple[int, float], dict[str, Any]] | None = None
         for (label, _), (result, iterations, converged) in zip(inits, solved, strict=True):
@@ -485,6 +492,32 @@ class GPMP2Planner:
         if cfg.init in ("bulges", "both"):
             inits.extend((f"bulge {b:g}", self._initial(b)) for b in cfg.bulges)
         return inits
+
+    def _coarse_to_fine(
+        self, job: _Job, inits: list[tuple[str, gtsam.Values]]
+    ) -> list[tuple[gtsam.Values, int, bool]]:
+        """Screen and finish on ``coarse_states`` support states (same check density), then refine
+        the winner on the full trajectory; the other candidates come back upsampled, unrefined."""
+        cfg = self.config
+        n_c = cfg.coarse_states
+        n_interp_c = max(cfg.n_interp, round((cfg.n_interp + 1) * (cfg.n_states - 1) / (n_c - 1)) - 1)
+        coarse = GPMP2Planner(
+            dataclasses.replace(cfg, n_states=n_c, n_interp=n_interp_c, coarse_states=0, dense_per_interval=0)
+        )
+        coarse_job = _Job(coarse, job.scaled, job.start_velocity, job.goal_velocity)
+        coarse_inits = [_resample_values(values, cfg.n_states, n_c) for _, values in inits]
+        solved = coarse_job.screen_and_finish(coarse_inits, cfg.screen_iterations)
+        best = min(
+            range(len(solved)), key=lambda i: (not solved[i][2], coarse_job.graph().error(solved[i][0]))
+        )
+        out = []
+        for i, (values, iterations, converged) in enumerate(solved):
+            fine = _resample_values(values, n_c, cfg.n_states)
+            if i == best:
+                fine, more, converged = job.solve(fine)
+                iterations += more
+            out.append((fine, iterations, converged if i == best else False))
+        return out
 
     def _initial_from_path(self, points_n: np.ndarray) -> gtsam.Values:
         """Support states evenly spaced in arc length along a normalised polyline, velocities by differences."""
@@ -582,6 +615,27 @@ class GPMP2Planner:
             "dense_positions": dp,
             "dense_velocities": dv,
         }
+
+
+def _resample_values(values: gtsam.Values, n_from: int, n_to: int) -> gtsam.Values:
+    """Support states on ``n_to`` even times from ``n_from`` ones by the GP mean (cubic Hermite)."""
+    from usv_planner.gp_interp import lambda_psi
+
+    states = np.array([[values.atPoint2(_pkey(i)), values.atPoint2(_vkey(i))] for i in range(n_from)])
+    if n_from == n_to:
+        out = states
+    else:
+        dt = 1.0 / (n_from - 1)
+        out = np.empty((n_to, 2, 2))
+        for j, t in enumerate(np.linspace(0.0, 1.0, n_to)):
+            k = min(int(t / dt), n_from - 2)
+            lam, psi = lambda_psi(dt, t - k * dt)
+            out[j] = lam @ states[k] + psi @ states[k + 1]
+    result = gtsam.Values()
+    for i in range(n_to):
+        result.insert(_pkey(i), out[i, 0])
+        result.insert(_vkey(i), out[i, 1])
+    return result
 
 
 _CANDIDATE_KEYS = ("init", "cost", "iterations", "converged", "collision_free", "feasible", "min_clearance_m")
