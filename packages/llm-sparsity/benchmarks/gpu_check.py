@@ -27,8 +27,16 @@ from research_systems_core.gpu_check import gpu_check_main
 LLAMA_1B = {"hidden": 2048, "intermediate": 5632, "layers": 22, "heads": 32, "vocab": 32000}
 
 
-def llama_model(device: torch.device, dtype: torch.dtype, *, hidden: int, intermediate: int, layers: int,
-                heads: int, vocab: int) -> torch.nn.Module:
+def llama_model(
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    vocab: int,
+) -> torch.nn.Module:
     """A randomly initialised Llama-shaped causal LM built directly on ``device``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -41,8 +49,9 @@ def llama_model(device: torch.device, dtype: torch.dtype, *, hidden: int, interm
     return model.to(dtype).eval()
 
 
-def prune_check(method: str, device: torch.device, dtype: torch.dtype, sizes: dict[str, int], n_samples: int,
-                seq_len: int) -> dict[str, Any]:
+def prune_check(
+    method: str, device: torch.device, dtype: torch.dtype, sizes: dict[str, int], n_samples: int, seq_len: int
+) -> dict[str, Any]:
     """Prune the Llama-shaped model to 2:4 with ``method``; seconds, peak memory, exact 2:4."""
     model = llama_model(device, dtype, **sizes)
     n_params = sum(p.numel() for p in model.parameters())
@@ -58,8 +67,12 @@ def prune_check(method: str, device: torch.device, dtype: torch.dtype, sizes: di
     seconds = time.perf_counter() - t0
     exact = all(bool((m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()) for m in masks.masks.values())
     out = {
-        "params_billion": round(n_params / 1e9, 3), "blocks": sizes["layers"], "calibration": f"{n_samples}x{seq_len}",
-        "prune_seconds": round(seconds, 2), "sparsity": masks.sparsity(), "exact_2to4": exact,
+        "params_billion": round(n_params / 1e9, 3),
+        "blocks": sizes["layers"],
+        "calibration": f"{n_samples}x{seq_len}",
+        "prune_seconds": round(seconds, 2),
+        "sparsity": masks.sparsity(),
+        "exact_2to4": exact,
     }
     if device.type == "cuda":
         out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -87,8 +100,11 @@ def semi_structured_check(shapes: list[tuple[int, int]], tokens: int, repeats: i
         )  # fmt: skip
         speedup = timings["dense"].median_s / timings["sparse"].median_s
         out[f"{n_in}x{n_out}"] = {
-            "dense_ms": round(timings["dense"].median_s * 1e3, 4), "sparse_ms": round(timings["sparse"].median_s * 1e3, 4),
-            "speedup": round(speedup, 3), "goal_1.3x_met": speedup >= 1.3, "max_abs_diff": diff,
+            "dense_ms": round(timings["dense"].median_s * 1e3, 4),
+            "sparse_ms": round(timings["sparse"].median_s * 1e3, 4),
+            "speedup": round(speedup, 3),
+            "goal_1.3x_met": speedup >= 1.3,
+            "max_abs_diff": diff,
         }
     return out
 
@@ -96,7 +112,9 @@ def semi_structured_check(shapes: list[tuple[int, int]], tokens: int, repeats: i
 def main() -> None:
     cuda = torch.device("cuda")
     checks = {
-        "semi_structured_2to4": lambda: semi_structured_check([(4096, 4096), (4096, 11008), (11008, 4096)], 2048),
+        "semi_structured_2to4": lambda: semi_structured_check(
+            [(4096, 4096), (4096, 11008), (11008, 4096)], 2048
+        ),
         "wanda_2to4_1b": lambda: prune_check("wanda", cuda, torch.bfloat16, LLAMA_1B, 32, 2048),
         "sparsegpt_2to4_1b": lambda: prune_check("sparsegpt", cuda, torch.bfloat16, LLAMA_1B, 32, 2048),
     }

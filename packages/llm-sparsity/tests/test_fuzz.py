@@ -20,7 +20,9 @@ from llm_sparsity.llm import PruneSpec
 from llm_sparsity.pruning import parse_nm
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 runner = CliRunner()
 
 
@@ -29,7 +31,7 @@ def model_dir(tmp_path_factory):
     from llm_sparsity.models import build_word_tokenizer, tiny_lm
 
     path = tmp_path_factory.mktemp("fuzz") / "tiny"
-    tok = build_word_tokenizer("the cat sat on a mat".split(), 64)
+    tok = build_word_tokenizer(["the", "cat", "sat", "on", "a", "mat"], 64)
     tok.add_special_tokens({"eos_token": "[SEP]", "bos_token": "[CLS]"})
     tiny_lm("gpt2", vocab_size=64).save_pretrained(str(path))
     tok.save_pretrained(str(path))
@@ -61,7 +63,9 @@ def test_prune_rejects_bad_sparsity(model_dir, value) -> None:
 
 
 @FUZZ
-@given(value=st.text(min_size=0, max_size=8).filter(lambda s: s.strip() not in ("", "2:4", "4:8", "1:2", "1:4")))
+@given(
+    value=st.text(min_size=0, max_size=8).filter(lambda s: s.strip() not in ("", "2:4", "4:8", "1:2", "1:4"))
+)
 def test_prune_rejects_bad_nm(model_dir, value) -> None:
     try:
         parse_nm(value)
@@ -78,8 +82,28 @@ def test_prune_rejects_bad_nm(model_dir, value) -> None:
     value=st.text(alphabet="abcxyz_-", min_size=1, max_size=10),
 )
 def test_prune_rejects_unknown_names(model_dir, option, value) -> None:
-    known = {"magnitude", "random", "snip", "wanda", "sparsegpt", "auto", "bf16", "fp16", "fp32", "causal-lm",
-             "masked-lm", "base", "essential", "junk_dna", "all_linear", "global", "layer", "row", "nm", "cpu"}
+    known = {
+        "magnitude",
+        "random",
+        "snip",
+        "wanda",
+        "sparsegpt",
+        "auto",
+        "bf16",
+        "fp16",
+        "fp32",
+        "causal-lm",
+        "masked-lm",
+        "base",
+        "essential",
+        "junk_dna",
+        "all_linear",
+        "global",
+        "layer",
+        "row",
+        "nm",
+        "cpu",
+    }
     if value in known:
         return
     _assert_clean(_prune(model_dir, option, value), option.strip("-"), value)
@@ -108,7 +132,15 @@ def test_prune_bad_inputs_named_in_the_issue(model_dir, monkeypatch) -> None:
     _assert_clean(_prune(model_dir, "--pattern", "no_such_weight"), "matched no parameter")
     _assert_clean(_prune(model_dir, "--nm", "4:2"), "0 < n < m")
     _assert_clean(
-        _prune(model_dir, "--method", "wanda", "--calib", str(model_dir.parent / "calib.txt"), "--seq-len", "5000"),
+        _prune(
+            model_dir,
+            "--method",
+            "wanda",
+            "--calib",
+            str(model_dir.parent / "calib.txt"),
+            "--seq-len",
+            "5000",
+        ),
         "shorter than one window",
     )
     _assert_clean(_prune(model_dir, "--task", "masked-lm"), "carries no masked-lm head")
@@ -119,7 +151,11 @@ def test_prune_bad_inputs_named_in_the_issue(model_dir, monkeypatch) -> None:
 
 
 @FUZZ
-@given(rows=st.lists(st.dictionaries(st.sampled_from(["q", "opts", "answer", "text"]), st.text(max_size=5)), max_size=4))
+@given(
+    rows=st.lists(
+        st.dictionaries(st.sampled_from(["q", "opts", "answer", "text"]), st.text(max_size=5)), max_size=4
+    )
+)
 def test_eval_mc_files_with_wrong_columns(model_dir, rows) -> None:
     path = model_dir.parent / "mc.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))

@@ -314,3 +314,17 @@ def test_sequential_rejects_targets_outside_blocks() -> None:
     targets = select_targets(model, "essential", include_head=True)
     with pytest.raises(ValueError, match="outside"):
         prune_sequential(model, targets, _ids(), "wanda", 0.5)
+
+
+def test_gpu_check_code_runs_on_cpu_at_tiny_sizes() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("llm_sparsity_gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sizes = {"hidden": 32, "intermediate": 64, "layers": 2, "heads": 4, "vocab": 64}
+    for method in ("wanda", "sparsegpt"):
+        res = module.prune_check(method, torch.device("cpu"), torch.float32, sizes, 2, 16)
+        assert res["exact_2to4"] and res["sparsity"] == 0.5
