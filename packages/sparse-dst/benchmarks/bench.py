@@ -1,13 +1,17 @@
-"""Benchmarks of sparse-dst, side by side with rigl-torch and torch-pruning (one thread).
+"""Benchmarks of sparse-dst, side by side with torch-pruning and rigl-torch (one CPU thread).
 
-1. Inference throughput (images/s, batch 64 and 1) of dense vs masked-unstructured vs
-   Chase-slim models.
-2. Mask-update overhead: time per RigL topology update vs rigl-torch's RigLScheduler on the
-   same 784-300-100-10 MLP, and the share of training wall time spent in updates.
-3. Channel surgery vs torch-pruning's dependency-graph pruner: slim-model speedups on the same
-   VGG-style CNN at the same widths.
+1. Chase slim vs dense throughput (images/s, batch 64) on CIFAR-style VGG-11, ResNet-18 and
+   ResNet-50 at the same channel removal (Sc = 0.5 from Chase's own schedule): the realised
+   speedup against the MAC ratio (goal >= 0.85 of it) and >= 1.5x on VGG-11.
+2. Channel surgery vs torch-pruning at equal widths on the same three networks: torch-pruning's
+   dependency-graph pruner at ratio 0.5, then this package's surgery at exactly the widths it chose
+   (goal: our speedup >= 0.95x of theirs).
+3. RigL topology update time vs rigl-torch's RigLScheduler on the same MLP (goal <= 0.5x).
 
-Usage: python bench.py --out DIR [--quick]
+Timings use the shared ``research_systems_core.timing`` (process CPU time, interleaved repeats,
+medians). Output: ``bench.json`` through ``research_systems_core.bench``.
+
+Usage: python bench.py --out DIR [--quick | --smoke]
 """
 
 from __future__ import annotations
@@ -25,17 +29,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from research_systems_core.masks import MaskSet, erk_densities
-from research_systems_core.metadata import run_metadata
-from research_systems_core.results import write_json
-from sparse_dst.chase import Chase, ChaseConfig
-from sparse_dst.masking import DSTConfig, Masking, prunable_weights
+from research_systems_core.bench import bench_environment, ratio_row, write_bench_json
+from sparse_dst.chase import Chase, ChaseConfig, group_channel_scores
+from sparse_dst.masking import DSTConfig, Masking
 from sparse_dst.models import create_model
 from sparse_dst.speed import compare_throughput
 from sparse_dst.surgery import conv_linear_macs, count_parameters, remove_channels
-from sparse_dst.tracing import find_channel_groups
+from sparse_dst.tracing import analyse
 
 log = logging.getLogger("sparse_dst.bench")
+SHAPE = (3, 32, 32)
+MODES = {  # network -> width, per mode; batch, timing seconds per call, rounds
+    "smoke": {
+        "widths": {"vgg11": 0.125, "resnet18": 0.125, "resnet50": 0.0625},
+        "batch": 8,
+        "seconds": 0.02,
+        "rounds": 1,
+        "rigl_steps": 40,
+    },
+    "quick": {
+        "widths": {"vgg11": 0.5, "resnet18": 0.5, "resnet50": 0.25},
+        "batch": 64,
+        "seconds": 0.3,
+        "rounds": 3,
+        "rigl_steps": 120,
+    },
+    "full": {
+        "widths": {"vgg11": 1.0, "resnet18": 1.0, "resnet50": 0.5},
+        "batch": 64,
+        "seconds": 1.0,
+        "rounds": 5,
+        "rigl_steps": 400,
+    },
+}
 
 
 def _random_batches(shape: tuple[int, ...], classes: int, n: int, batch: int, seed: int = 0) -> list[tuple]:
@@ -46,81 +72,95 @@ def _random_batches(shape: tuple[int, ...], classes: int, n: int, batch: int, se
     ]
 
 
-def _chase_slim(
-    name: str, kwargs: dict[str, Any], shape: tuple[int, ...], sc: float = 0.5
-) -> tuple[nn.Module, nn.Module]:
-    """Run Chase's channel schedule for a few steps on random data; return (masked, slim)."""
+def chase_slim(name: str, width: float, sc: float = 0.5, beta: float = 0.5) -> tuple[nn.Module, nn.Module]:
+    """Chase's channel schedule for a few steps on random data: (dense copy, slim model)."""
     torch.manual_seed(0)
-    model = create_model(name, **kwargs)
+    model = create_model(name, width=width)
+    dense = copy.deepcopy(model).eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     steps = 8
-    cfg = ChaseConfig(
-        density=0.1, channel_sparsity=sc, channel_interval=1, channel_end_fraction=0.5, update_frequency=2
-    )
-    chase = Chase(model, optimizer, cfg, total_steps=steps)
-    for x, y in _random_batches(shape, 10, steps, 8):
+    cfg = ChaseConfig(density=0.1, channel_sparsity=sc, beta=beta, channel_interval=1, channel_end_fraction=0.5,
+                      update_frequency=2)  # fmt: skip
+    chase = Chase(model, optimizer, cfg, total_steps=steps, example_input=torch.randn(2, *SHAPE))
+    for x, y in _random_batches(SHAPE, 10, steps, 8):
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         chase.step()
     model.eval()
-    return model, chase.finalize()
+    return dense, chase.finalize()
 
 
-def _masked(model: nn.Module, density: float = 0.1) -> nn.Module:
-    masked = copy.deepcopy(model)
-    shapes = {n: tuple(p.shape) for n, p in prunable_weights(masked).items()}
-    MaskSet.random(shapes, erk_densities(shapes, density), torch.Generator().manual_seed(0)).apply(masked)
-    return masked
-
-
-def _speed_rows(models: dict[str, nn.Module], shape: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
-    """Interleaved throughput of several models (batch 64 and 1), with size and MACs."""
-    example = torch.randn(2, *shape)
-    fast = compare_throughput(models, shape, 64, seconds)
-    single = compare_throughput(models, shape, 1, seconds)
-    names = list(models)
-    rows = []
-    for name in names:
-        rows.append({
-            "model": name,
-            "batch64_images_per_s": round(fast[name], 1),
-            "batch1_images_per_s": round(single[name], 1),
-            "speedup_batch64": round(fast[name] / fast[names[0]], 3),
-            "speedup_batch1": round(single[name] / single[names[0]], 3),
-            "params": count_parameters(models[name]),
-            "nonzero_params": count_parameters(models[name], nonzero=True),
-            "macs": conv_linear_macs(models[name], example),
-        })  # fmt: skip
-    return rows
-
-
-def bench_throughput(quick: bool) -> list[dict[str, Any]]:
-    seconds = 0.2 if quick else 0.5
-    setups = [("vgg11", {"width": 0.5, "in_channels": 3}, (3, 32, 32))]
-    if not quick:
-        setups.append(("small_cnn", {"in_channels": 1}, (1, 28, 28)))
-    out = []
-    for name, kwargs, shape in setups:
-        masked_chase, slim = _chase_slim(name, kwargs, shape)
-        dense = create_model(name, **kwargs).eval()
-        models = {"dense": dense, "masked_unstructured_90pct": _masked(dense), "chase_slim_sc0.5": slim}
-        rows = _speed_rows(models, shape, seconds)
-        x = torch.randn(4, *shape)
-        with torch.no_grad():
-            diff = float((masked_chase(x) - slim(x)).abs().max())
-        widths = {n: m.out_channels for n, m in slim.named_modules() if isinstance(m, nn.Conv2d)}
-        out.append(
-            {
-                "network": name,
-                "input": list(shape),
-                "rows": rows,
-                "slim_vs_masked_max_abs_diff": diff,
-                "slim_conv_widths": widths,
-            }
+def bench_chase_speed(mode: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows, details = [], {}
+    example = torch.randn(2, *SHAPE)
+    for name, width in mode["widths"].items():
+        dense, slim = chase_slim(name, width)
+        rates = compare_throughput(
+            {"dense": dense, "slim": slim}, SHAPE, mode["batch"], mode["seconds"], mode["rounds"]
         )
-        log.info("throughput %s: %s", name, rows)
-    return out
+        speedup = rates["slim"] / rates["dense"]
+        mac_ratio = conv_linear_macs(dense, example) / conv_linear_macs(slim, example)
+        details[name] = {"width": width, "images_per_s": rates, "mac_ratio": mac_ratio, "speedup": speedup,
+                         "params": [count_parameters(dense), count_parameters(slim)],
+                         "slim_widths": {n: m.out_channels for n, m in slim.named_modules() if isinstance(m, nn.Conv2d)}}  # fmt: skip
+        realised = speedup / mac_ratio
+        rows.append(ratio_row(f"{name} w{width} Chase slim speedup / MAC ratio (b{mode['batch']})", realised, None,
+                              unit="fraction", goal=">= 0.85", met=realised >= 0.85, speedup=speedup, mac_ratio=mac_ratio))  # fmt: skip
+        if name == "vgg11":
+            rows.append(ratio_row(f"vgg11 w{width} Chase slim speedup (b{mode['batch']})", speedup, None, unit="x",
+                                  goal=">= 1.5", met=speedup >= 1.5))  # fmt: skip
+        log.info("chase speed %s: %s", name, details[name])
+    return rows, details
+
+
+def _torch_pruning_slim(tp: Any, dense: nn.Module, classifier: nn.Module) -> nn.Module:
+    theirs = copy.deepcopy(dense)
+    ignored = [m for m in theirs.modules() if m is not None and isinstance(m, nn.Linear)]
+    pruner_cls = getattr(tp.pruner, "MagnitudePruner", None) or tp.pruner.BasePruner
+    pruner = pruner_cls(theirs, torch.randn(1, *SHAPE), importance=tp.importance.MagnitudeImportance(p=1),
+                        pruning_ratio=0.5, ignored_layers=ignored)  # fmt: skip
+    pruner.step()
+    return theirs.eval()
+
+
+def _ours_at_widths(dense: nn.Module, theirs: nn.Module) -> nn.Module:
+    """This package's surgery keeping, per channel group, as many channels as torch-pruning kept."""
+    groups, _ = analyse(dense, torch.randn(1, *SHAPE))
+    params = dict(dense.named_parameters())
+    scores = group_channel_scores(params, {}, groups)
+    keep = {}
+    for g in groups:
+        width = theirs.get_submodule(g.name).weight.shape[0]
+        vector = torch.zeros(g.size, dtype=torch.bool)
+        vector[scores[g.name].argsort(descending=True)[:width]] = True
+        keep[g.name] = vector
+    return remove_channels(dense, keep, groups).eval()
+
+
+def bench_vs_torch_pruning(mode: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    try:
+        import torch_pruning as tp
+    except ImportError as error:
+        return [], {"torch_pruning": f"not installed ({error})"}
+    rows, details = [], {}
+    example = torch.randn(2, *SHAPE)
+    for name, width in mode["widths"].items():
+        torch.manual_seed(0)
+        dense = create_model(name, width=width).eval()
+        theirs = _torch_pruning_slim(tp, dense, dense)
+        ours = _ours_at_widths(dense, theirs)
+        same = [tuple(p.shape) for p in ours.parameters()] == [tuple(p.shape) for p in theirs.parameters()]
+        rates = compare_throughput({"dense": dense, "ours": ours, "theirs": theirs}, SHAPE, mode["batch"],
+                                   mode["seconds"], mode["rounds"])  # fmt: skip
+        ours_x, theirs_x = rates["ours"] / rates["dense"], rates["theirs"] / rates["dense"]
+        details[name] = {"width": width, "images_per_s": rates, "same_architecture": same,
+                         "macs": [conv_linear_macs(m, example) for m in (dense, ours, theirs)]}  # fmt: skip
+        rows.append(ratio_row(f"{name} w{width} slim speedup at torch-pruning's widths (b{mode['batch']})", ours_x,
+                              theirs_x, unit="x", goal=">= 0.95", met=ours_x / theirs_x >= 0.95,
+                              same_architecture=same))  # fmt: skip
+        log.info("vs torch-pruning %s: %s", name, details[name])
+    return rows, details
 
 
 def _mlp() -> nn.Module:
@@ -198,130 +238,59 @@ def _time_rigl_torch(steps: int, frequency: int) -> dict[str, Any]:
             "update_ms": 1e3 * statistics.median(update), "updates": len(update), "dense_layers": dense}  # fmt: skip
 
 
-def _chase_training_overhead(quick: bool) -> dict[str, float]:
-    """Share of wall time in topology updates + channel removal for Chase on small_cnn (MNIST shape)."""
-    steps = 60 if quick else 200
-    torch.manual_seed(0)
-    model = create_model("small_cnn", in_channels=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    cfg = ChaseConfig(density=0.1, update_frequency=25, channel_interval=25, channel_end_fraction=0.6)
-    chase = Chase(model, optimizer, cfg, total_steps=steps)
-    spent = 0.0
-    started = time.perf_counter()
-    for x, y in _random_batches((1, 14, 14), 10, steps, 128):
-        loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        due = chase._update_due(chase.step_count + 1) or chase._channel_due(chase.step_count + 1)
-        t = time.perf_counter()
-        chase.step()
-        if due:
-            spent += time.perf_counter() - t
-    wall = time.perf_counter() - started
-    return {"steps": steps, "wall_s": wall, "update_and_removal_s": spent, "overhead_fraction": spent / wall}
-
-
-def bench_overhead(quick: bool) -> dict[str, Any]:
-    steps, frequency = (120, 10) if quick else (400, 10)
-    ours_all = _time_our_updates(False, steps, frequency)
-    ours_first_dense = _time_our_updates(True, steps, frequency)
+def bench_rigl(mode: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    steps, frequency = mode["rigl_steps"], 10
+    ours = _time_our_updates(True, steps, frequency)
     peer = _time_rigl_torch(steps, frequency)
-    realistic = _time_our_updates(False, steps, 100)
-    result = {
-        "mlp": "784-300-100-10, density 0.1 (uniform), batch 128, SGD momentum",
-        "ours_every_layer_sparse": ours_all,
-        "ours_first_layer_dense": ours_first_dense,
-        "rigl_torch": peer,
-        "ours_overhead_at_update_frequency_100": realistic,
-        "chase_small_cnn": _chase_training_overhead(quick),
-    }
-    if peer.get("available"):
-        result["update_time_ratio_ours_over_rigl_torch"] = ours_first_dense["update_ms"] / peer["update_ms"]
-    log.info("overhead: %s", result)
-    return result
+    details = {"mlp": "784-300-100-10, density 0.1 (uniform), first layer dense, batch 128, SGD momentum",
+               "ours": ours, "rigl_torch": peer}  # fmt: skip
+    if not peer.get("available"):
+        return [], details
+    ratio = ours["update_ms"] / peer["update_ms"]
+    row = ratio_row("RigL topology update time (ms, MLP)", ours["update_ms"], peer["update_ms"], unit="ms",
+                    higher_is_better=False, goal="ours <= 0.5x rigl-torch", met=ratio <= 0.5)  # fmt: skip
+    return [row], details
 
 
-def bench_surgery(quick: bool) -> dict[str, Any]:
-    seconds = 0.2 if quick else 0.5
-    shape = (3, 32, 32)
-    torch.manual_seed(0)
-    dense = create_model("vgg11", width=0.5).eval()
-    example = torch.randn(1, *shape)
-    result: dict[str, Any] = {"network": "vgg11 width 0.5 (CIFAR-style, 32x32)", "pruned_fraction": 0.5}
-    try:
-        import torch_pruning as tp
-    except Exception as error:
-        tp = None
-        result["torch_pruning"] = {"available": False, "error": f"{type(error).__name__}: {error}"}
-    widths: dict[str, int]
-    if tp is not None:
-        theirs = copy.deepcopy(dense)
-        pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
-        started = time.perf_counter()
-        pruner = pruner_cls(
-            theirs, example, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
-            ignored_layers=[theirs.classifier],
-        )  # fmt: skip
-        pruner.step()
-        their_seconds = time.perf_counter() - started
-        theirs.eval()
-        widths = {n: m.out_channels for n, m in theirs.named_modules() if isinstance(m, nn.Conv2d)}
-        result["torch_pruning"] = {
-            "available": True,
-            "version": getattr(tp, "__version__", "?"),
-            "prune_seconds": their_seconds,
-        }
-    else:
-        widths = {n: m.out_channels // 2 for n, m in dense.named_modules() if isinstance(m, nn.Conv2d)}
-        theirs = None
-    groups, _ = find_channel_groups(dense)
-    keep = {}
-    for g in groups:
-        weight = dense.get_submodule(g.producer).weight
-        order = weight.detach().abs().reshape(weight.shape[0], -1).mean(1).argsort(descending=True)
-        vector = torch.zeros(weight.shape[0], dtype=torch.bool)
-        vector[order[: widths[g.producer]]] = True
-        keep[g.producer] = vector
-    started = time.perf_counter()
-    ours = remove_channels(dense, keep, groups)
-    our_seconds = time.perf_counter() - started
-    models = {"dense": dense, "sparse_dst_slim": ours.eval()}
-    if theirs is not None:
-        models["torch_pruning_slim"] = theirs
-    rows = _speed_rows(models, shape, seconds)
-    result |= {"rows": rows, "widths": widths, "our_surgery_seconds": our_seconds}
-    if theirs is not None:
-        result["our_speedup_over_theirs_batch64"] = round(
-            rows[1]["speedup_batch64"] / rows[2]["speedup_batch64"], 3
-        )
-        result["our_speedup_over_theirs_batch1"] = round(
-            rows[1]["speedup_batch1"] / rows[2]["speedup_batch1"], 3
-        )
-    log.info("surgery: %s", rows)
-    return result
+def _peers() -> dict[str, str]:
+    found = {}
+    for module, dist in (("torch_pruning", "torch-pruning"), ("rigl_torch", "rigl-torch")):
+        try:
+            __import__(module)
+        except Exception:
+            continue
+        found[dist] = dist
+    return found
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory for JSON")
-    parser.add_argument("--quick", action="store_true", help="shorter timings, fewer models")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory for bench.json")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="narrower networks, shorter timings (~3 min)")
+    group.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, every section, peers included (<= 30 s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    mode = MODES[name]
+    environment = bench_environment(list(_peers()))
     started = time.perf_counter()
-    result = {
-        "threads": torch.get_num_threads(),
-        "throughput": bench_throughput(args.quick),
-        "overhead": bench_overhead(args.quick),
-        "surgery": bench_surgery(args.quick),
-        "quick": args.quick,
-    }
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    result["metadata"] = run_metadata(packages=["sparse-dst", "rigl-torch", "torch-pruning"])
-    write_json(args.out / "bench.json", result)
-    log.info("wrote %s in %.0fs", args.out / "bench.json", result["seconds"])
-    return result
+    rows, extra = [], {}
+    for section, fn in (("chase_speed", bench_chase_speed), ("vs_torch_pruning", bench_vs_torch_pruning),
+                        ("rigl_update", bench_rigl)):  # fmt: skip
+        section_rows, extra[section] = fn(mode)
+        rows += section_rows
+    extra["seconds"] = round(time.perf_counter() - started, 1)
+    path = write_bench_json(args.out / "bench.json", package="sparse-dst", mode=name, environment=environment,
+                            rows=rows, extra=extra)  # fmt: skip
+    log.info("wrote %s in %.0fs", path, extra["seconds"])
+    for row in rows:
+        log.info("%s: ours %.3g peer %s ratio %s goal %s met %s", row["name"], row["ours"], row["peer"],
+                 row["ratio"], row["goal"], row["met"])  # fmt: skip
+    return {"rows": rows, **extra}
 
 
 if __name__ == "__main__":

@@ -19,6 +19,28 @@ MODELS = Registry("model")
 VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    "vgg19": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+    ],
     "vgg_small": [32, 32, "M", 64, 64, "M", 128, 128],
 }
 
@@ -179,6 +201,12 @@ def vgg11(in_channels: int = 3, num_classes: int = 10, width: float = 1.0, **_: 
 @MODELS.register("vgg16")
 def vgg16(in_channels: int = 3, num_classes: int = 10, width: float = 1.0, **_: object) -> VGG:
     return _vgg("vgg16", in_channels, num_classes, width)
+
+
+@MODELS.register("vgg19")
+def vgg19(in_channels: int = 3, num_classes: int = 10, width: float = 1.0, **_: object) -> VGG:
+    """CIFAR-style VGG-19 with BatchNorm (the reference's ``vgg19``)."""
+    return _vgg("vgg19", in_channels, num_classes, width)
 
 
 @MODELS.register("resnet18")

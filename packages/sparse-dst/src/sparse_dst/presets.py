@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             **_REFERENCE_DST,
             "method": "chase",
             "dataset": "cifar100",
-            "model": "vgg19_bn",
+            "model": "vgg19",
             "epochs": 160,
             "batch_size": 100,
             "lr": 0.1,
