@@ -1,17 +1,22 @@
-"""Run by test_ddp.py under torchrun: FD distillation on 2 CPU ranks, then compare weights across ranks."""
+"""Run by test_ddp.py under torchrun: FD distillation of a SLaK-sparse (SNIP) student on 2 CPU ranks,
+then compare weights across ranks (SNIP scores differ per rank; rank 0's densities must be used)."""
 
+import dataclasses
 import sys
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Subset
 
-from vision_kd.data import load_dataset
+from vision_kd.data import load_data
 from vision_kd.losses import create_loss
 from vision_kd.models import create_model
+from vision_kd.sparse import SparseConfig
 from vision_kd.train import TrainConfig, train
 
 torch.set_num_threads(1)
-data = load_dataset("digits", ".", train=True, n=64)
+data = load_data("digits")
+data = dataclasses.replace(data, train=Subset(data.train, range(64)), val=Subset(data.val, range(32)))
 torch.manual_seed(0)
 student = create_model("kd_resnet_micro", in_chans=1, num_classes=10, channels=(8, 8, 8, 8))
 torch.manual_seed(1)
@@ -20,12 +25,12 @@ loss = create_loss("fd", student_channels=8, teacher_channels=32)
 train(
     student,
     data,
-    None,
-    TrainConfig(epochs=1, batch_size=16, lr=1e-2),
+    TrainConfig(epochs=1, batch_size=16, lr=1e-2, device="cpu"),
     loss,
     teacher=teacher,
     student_tap=2,
     teacher_tap=1,
+    sparse=SparseConfig(sparsity=0.5, init="snip", update_frequency=1),
 )
 flat = torch.cat([p.detach().flatten() for p in list(student.parameters()) + list(loss.parameters())])
 gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]

@@ -74,9 +74,18 @@ def _model_kwargs(pairs: list[str], option: str) -> dict[str, Any]:
     return out
 
 
-def _train_config(**kwargs: Any):
+def _train_config(
+    image_size: int | None = None, n_train: int | None = None, n_test: int | None = None, **kwargs: Any
+):
+    """Validate the training options and the data-size options before anything is loaded."""
+    from research_systems_core.validation import check_int
     from vision_kd.train import TrainConfig
 
+    if image_size is not None:
+        check_int("image_size", image_size, minimum=8, maximum=4096)
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if value is not None:
+            check_int(name, value, minimum=1)
     return TrainConfig(**kwargs).validate()
 
 
@@ -122,7 +131,7 @@ def train_teacher(
 
     cfg = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
                         seed=seed, device=device, precision=precision, workers=workers, mixup=mixup, cutmix=cutmix,
-                        label_smoothing=smoothing)  # fmt: skip
+                        label_smoothing=smoothing, image_size=image_size, n_train=n_train, n_test=n_test)  # fmt: skip
     sparse = None
     if sparsity != 0.0:
         sparse = SparseConfig(sparsity=sparsity, init=sparse_init, prune_rate=prune_rate, seed=seed,
@@ -150,9 +159,17 @@ def train_teacher(
 def _loss_options(
     loss, temperature, alpha, gamma, nkd_no_ce, fd_weight, alpha_mgd, smoothing
 ) -> dict[str, Any]:
-    from research_systems_core.validation import check_choice
+    from research_systems_core.validation import check_choice, check_range
+    from vision_kd.losses import _finite
 
     check_choice("loss", loss, ("kd", "nkd", "fd", "mgd", "none"))
+    # every given value is checked, also those the chosen loss does not use
+    for name, value, strict in (("temperature", temperature, True), ("gamma", gamma, False),
+                                ("fd_weight", fd_weight, False), ("alpha_mgd", alpha_mgd, False)):  # fmt: skip
+        if value is not None:
+            _finite(name, value, strict)
+    if alpha is not None:
+        check_range("alpha", alpha, 0.0, 1.0)
     options: dict[str, Any] = {"label_smoothing": smoothing}
     if loss in ("kd", "nkd") and temperature is not None:
         options["temperature"] = temperature
@@ -209,7 +226,7 @@ def distill(
 
     cfg = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
                         seed=seed, device=device, precision=precision, workers=workers, mixup=mixup, cutmix=cutmix,
-                        label_smoothing=smoothing)  # fmt: skip
+                        label_smoothing=smoothing, image_size=image_size, n_train=n_train, n_test=n_test)  # fmt: skip
     options = _loss_options(loss, temperature, alpha, gamma, nkd_no_ce, fd_weight, alpha_mgd,
                             0.0 if cfg.mixes else smoothing)  # fmt: skip
     _check_logit_loss(loss, options)
@@ -318,6 +335,8 @@ def erf(
 
     check_int("num_images", num_images, minimum=1)
     check_int("scale", scale, minimum=1, maximum=16)
+    if image_size is not None:
+        check_int("image_size", image_size, minimum=8, maximum=4096)
     dev = resolve_device(device)
     data = _load(dataset, data_dir, image_size, False, None, num_images, False, 0)
     models = {

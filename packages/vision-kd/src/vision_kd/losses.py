@@ -28,6 +28,8 @@ Conventions (documented because peers differ):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +60,14 @@ LOSS_DEFAULTS = {
     "fd": ("SLaK: smooth-L1 (beta 2) x lr_fd 1.0 + CE", "smooth-L1 beta 2, weight 1.0, + CE"),
     "mgd": ("MGD: alpha_mgd 7e-5, lambda_mgd 0.5, channel mask", "alpha_mgd 7e-5, lambda_mgd 0.5, channel"),
 }
+
+
+def _finite(name: str, value: float, strict: bool = True) -> float:
+    """A finite positive (or non-negative) number: temperatures and weights."""
+    value = check_positive(name, value, strict=strict)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
 
 
 def soft_or_hard_ce(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -112,7 +122,7 @@ class KDLoss(DistillLoss):
 
     def __init__(self, temperature: float = 1.0, alpha: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = _finite("temperature", temperature)
         self.alpha = check_range("alpha", alpha, 0.0, 1.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
 
@@ -133,8 +143,8 @@ class NKDLoss(DistillLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        self.temperature = check_positive("temperature", temperature)
-        self.gamma = check_positive("gamma", gamma, strict=False)
+        self.temperature = _finite("temperature", temperature)
+        self.gamma = _finite("gamma", gamma, strict=False)
         if not isinstance(include_ce, bool):
             raise TypeError(f"include_ce must be True or False, got {include_ce!r}")
         self.include_ce = include_ce
@@ -193,7 +203,7 @@ class _FeatureLoss(DistillLoss):
         if logit_loss not in ("ce", "kd"):
             raise ValueError(f"logit_loss must be 'ce' or 'kd', got {logit_loss!r}")
         self.logit_loss = logit_loss
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = _finite("temperature", temperature)
         self.alpha = check_range("alpha", alpha, 0.0, 1.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
 
@@ -237,7 +247,7 @@ class FeatureDistillLoss(_FeatureLoss):
         if distance not in ("smooth_l1", "mse"):
             raise ValueError(f"distance must be 'smooth_l1' or 'mse', got {distance!r}")
         self.distance = distance
-        self.weight = check_positive("weight", weight, strict=False)
+        self.weight = _finite("weight", weight, strict=False)
         self.target_norm = bool(target_norm)
         self.projector = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
 
@@ -272,7 +282,7 @@ class MGDLoss(_FeatureLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(student_channels, teacher_channels, logit_loss, temperature, alpha, label_smoothing)
-        self.alpha_mgd = check_positive("alpha_mgd", alpha_mgd, strict=False)
+        self.alpha_mgd = _finite("alpha_mgd", alpha_mgd, strict=False)
         self.lambda_mgd = check_range("lambda_mgd", lambda_mgd, 0.0, 1.0, high_inclusive=False)
         if mask not in ("channel", "spatial"):
             raise ValueError(f"mask must be 'channel' or 'spatial', got {mask!r}")

@@ -90,12 +90,12 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         check_int("epochs", self.epochs, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
-        check_positive("lr", self.lr)
-        check_positive("min_lr", self.min_lr, strict=False)
-        check_positive("weight_decay", self.weight_decay, strict=False)
+        for name, strict in (("lr", True), ("min_lr", False), ("weight_decay", False), ("grad_clip", False)):
+            value = check_positive(name, getattr(self, name), strict=strict)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
         check_range("warmup_frac", self.warmup_frac, 0.0, 1.0, high_inclusive=False)
         check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_inclusive=False)
-        check_positive("grad_clip", self.grad_clip, strict=False)
         check_int("seed", self.seed, minimum=0, maximum=2**31 - 1)
         check_choice("precision", self.precision, ("auto", *PRECISIONS))
         check_int("workers", self.workers, minimum=0)
