@@ -79,7 +79,7 @@ BASE = {
         "digits",
         "--epochs",
         "1",
-    ],  # fmt: skip
+    ],
 }
 
 
@@ -145,7 +145,7 @@ def test_convert_slak_rejects_arbitrary_bytes(tmp_path_factory, data):
         st.integers(max_value=-1),
         st.text(max_size=4),
         st.none(),
-    ),  # fmt: skip
+    ),
 )
 def test_train_config_api(field, value):
     cfg = TrainConfig(**{field: value})
