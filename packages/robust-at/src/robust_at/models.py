@@ -8,6 +8,7 @@ of child modules, in order), which WOT-B uses as its layer groups.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -286,7 +287,8 @@ def create_model(
     return MODELS.create(name, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **kwargs)
 
 
-def _external_names() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _external_names() -> tuple[str, ...]:
     names: list[str] = []
     try:
         import timm
@@ -300,7 +302,7 @@ def _external_names() -> list[str]:
         names += torchvision.models.list_models()
     except (ImportError, AttributeError):  # pragma: no cover
         pass
-    return names
+    return tuple(names)
 
 
 def check_model_name(name: str) -> str:

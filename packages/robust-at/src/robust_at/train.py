@@ -146,7 +146,8 @@ class TrainConfig:
         check_int("swa_start", self.swa_start, minimum=-1)
         check_int("swa_eval_every", self.swa_eval_every, minimum=1)
         check_int("keep_checkpoints", self.keep_checkpoints, minimum=1)
-        self.attack()  # validates eps, step size, steps
+        check_int("attack_steps", self.attack_steps, minimum=1)
+        self.attack()  # validates eps, step size
         self.wot.validate()
         if self.wot.enabled and self.val_size == 0:
             raise ValueError(
@@ -426,8 +427,8 @@ def save_trajectory(state: RunState, path: pathlib.Path, epoch: int) -> None:
     save_weights(path, tensors, {"epoch": epoch, "refinement": wot.refinements + 1, "gap": wot.gap})
 
 
-def _diverged(loss: torch.Tensor, ckpt_dir: pathlib.Path, epoch: int, batch: str, lr: float) -> None:
-    last = latest_checkpoint(ckpt_dir)
+def _diverged(loss: torch.Tensor, ckpt_dir: pathlib.Path | None, epoch: int, batch: str, lr: float) -> None:
+    last = latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     raise TrainingDivergedError(
         f"training loss became {loss.detach().item()} at epoch {epoch}, batch {batch} (lr {lr:g}); "
         f"the last good checkpoint is {last if last else 'none (no epoch finished)'}; lower lr or eps and resume"
@@ -436,7 +437,7 @@ def _diverged(loss: torch.Tensor, ckpt_dir: pathlib.Path, epoch: int, batch: str
 
 def train_one_epoch(
     state: RunState, cfg: TrainConfig, data: DataBundle, device, info: DistInfo, epoch: int,
-    ckpt_dir: pathlib.Path,
+    ckpt_dir: pathlib.Path | None,
 ) -> dict[str, float]:  # fmt: skip
     """Adversarial training for one epoch (with WOT recording/refinement); returns train metrics."""
     lr = cfg.lr_at(epoch)

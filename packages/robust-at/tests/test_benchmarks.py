@@ -1,0 +1,34 @@
+"""The benchmark and GPU-check code paths run (tiny sizes, CPU) so they cannot rot unseen."""
+
+import importlib.util
+import pathlib
+
+import torch
+
+torch.set_num_threads(1)
+BENCH = pathlib.Path(__file__).parents[1] / "benchmarks"
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_checks_run_on_cpu_at_tiny_sizes() -> None:
+    gpu = _module("gpu_check")
+    pgd = gpu.check_pgd(batch=8, n_eval=8, train_steps=1, width=4, repeats=1)
+    assert set(pgd["robust_acc"]) >= {"ours_bf16", "ours_fp32"}
+    assert all(0.0 <= v <= 1.0 for v in pgd["robust_acc"].values())
+    epoch = gpu.check_at_epoch(n=32, batch=16, width=4, warm_batches=1)
+    assert epoch["fp32"]["images_per_s"] > 0 and epoch["bf16"]["images_per_s"] > 0
+    wot = gpu.check_wot_overhead(width=4, steps=2, n_val=16, bn_batches=2, passes=1, batch=16)
+    assert wot["overhead_percent"] > 0
+
+
+def test_synthetic_labels_are_learnable_and_balanced_enough() -> None:
+    gpu = _module("gpu_check")
+    _, y = gpu.synthetic_cifar(2000)
+    counts = torch.bincount(y, minlength=10)
+    assert (counts > 0).sum() >= 5
