@@ -128,3 +128,13 @@ def test_cm_per_second_is_converted():
     data = load_currents(ds)
     c, _ = data.field.velocity(np.array([data.to_local(10.1, 43.05)]), 0.0)
     np.testing.assert_allclose(c[0], [0.3, -0.2], atol=2e-3)
+
+
+def test_static_field_without_time_axis(tmp_path):
+    ds = _dataset("cmems").isel(time=0, depth=0).drop_vars(["time", "depth"])
+    path = tmp_path / "static.nc"
+    ds.to_netcdf(path, engine="scipy")
+    data = load_currents(path)
+    assert data.time0 is None and data.depth is None
+    c, _ = data.field.velocity(np.array([data.to_local(10.1, 43.05)]), 1e6)
+    np.testing.assert_allclose(c[0], [0.3, -0.2], atol=2e-3)

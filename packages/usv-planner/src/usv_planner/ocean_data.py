@@ -138,8 +138,8 @@ def _select_depth(u, v, depth: float | None):
 
 
 def _frame_seconds(u) -> tuple[np.ndarray, Any]:
-    if "time" not in u.dims:
-        return np.zeros(1), None
+    if "time" not in u.coords:  # a static field (the time axis was added with one frame)
+        return np.zeros(u.sizes.get("time", 1)), None
     t = u["time"].values
     if np.issubdtype(t.dtype, np.datetime64):
         seconds = (t - t[0]) / np.timedelta64(1, "s")
