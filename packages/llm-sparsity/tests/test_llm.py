@@ -328,3 +328,43 @@ def test_gpu_check_code_runs_on_cpu_at_tiny_sizes() -> None:
     for method in ("wanda", "sparsegpt"):
         res = module.prune_check(method, torch.device("cpu"), torch.float32, sizes, 2, 16)
         assert res["exact_2to4"] and res["sparsity"] == 0.5
+
+
+def test_curve_on_a_user_model_and_user_files(tokenizer, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from llm_sparsity.cli import app
+
+    for family in ("gpt2", "bert-cls"):
+        tiny_lm(family, vocab_size=64).save_pretrained(str(tmp_path / family))
+        tokenizer.save_pretrained(str(tmp_path / family))
+    text = tmp_path / "text.txt"
+    text.write_text(
+        "\n\n".join(" ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(12)) for i in range(8))
+    )
+    runner = CliRunner()
+    out = tmp_path / "curve"
+    args = ["curve", "--model", str(tmp_path / "gpt2"), "--eval", f"ppl:{text}", "--method", "magnitude",
+            "--method", "wanda", "--sparsities", "0.3,0.6", "--seq-len", "8", "--calib", str(text),
+            "--n-samples", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "curve.json").read_text())["rows"]
+    assert rows[0] == {"method": "dense", "sparsity": 0.0, "score": 1.0}
+    assert [(r["method"], r["sparsity"]) for r in rows[1:]] == [
+        ("magnitude", 0.3), ("magnitude", 0.6), ("wanda", 0.3), ("wanda", 0.6)
+    ]  # fmt: skip
+    cls = tmp_path / "cls.csv"
+    cls.write_text("sentence,y\nthe cat sat,0\na dog ran,1\nthe big fish,2\n")
+    base = ["curve", "--model", str(tmp_path / "bert-cls"), "--eval", f"cls:{cls}", "--method", "magnitude",
+            "--sparsities", "0.5,0.9", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    res = runner.invoke(app, base)
+    assert res.exit_code == 2 and "column 'text' is missing" in res.output and "sentence, y" in res.output
+    res = runner.invoke(app, [*base, "--text-column", "sentence", "--label-column", "y"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "curve.json").read_text())["rows"]
+    assert all(r["score"] in (0.0, 1 / 3, 2 / 3, 1.0) for r in rows)
+    res = runner.invoke(app, [*base[:4], "mc:missing.jsonl", *base[5:]])
+    assert res.exit_code == 2 and "does not exist" in res.output

@@ -300,8 +300,41 @@ def curve(
         0.01, "--delta", help="Tolerance (accuracy points / 100) of the essential sparsity."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed."),
+    eval_spec: str = typer.Option(
+        None,
+        "--eval",
+        help="ppl:FILE|wikitext2, mc:FILE or cls:FILE: a curve of any model on your data "
+        "(default: the built-in MiniLM retrieval task).",
+    ),
+    method: list[str] = typer.Option(
+        [],
+        "--method",
+        help="Method for --eval curves (repeatable): magnitude, random, snip, wanda, sparsegpt.",
+    ),
+    calib: str = typer.Option(
+        None, "--calib", help="Calibration text for wanda/sparsegpt/snip (file, c4, wikitext2)."
+    ),
+    n_samples: int = typer.Option(32, "--n-samples", help="Calibration windows."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Calibration and perplexity window in tokens."),
+    max_windows: int = typer.Option(None, "--max-windows", help="Perplexity: at most this many windows."),
+    text_column: str = typer.Option("text", "--text-column", help="Text column (ppl/cls files)."),
+    label_column: str = typer.Option("label", "--label-column", help="Label column (mc/cls files)."),
+    context_column: str = typer.Option("question", "--context-column", help="Context column (mc files)."),
+    choices_column: str = typer.Option("choices", "--choices-column", help="Choices column (mc files)."),
+    task: str = typer.Option(None, "--task", help=TASK_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16, fp32."),
+    finetune: int = typer.Option(
+        0, "--finetune", help="Fine-tuning steps after pruning (not available with --eval yet)."
+    ),
 ) -> None:
-    """Sparsity-performance curve (zero-shot question->body retrieval, N=8) with the essential sparsity."""
+    """Sparsity-performance curve with the essential sparsity: of any model on your --eval data, or
+    (default) MiniLM on zero-shot question->body retrieval (N=8)."""
+    if eval_spec is not None:
+        _llm_curve_command(out, model, sparsities, method or _names(methods, "--methods"), eval_spec, delta, seed,
+                           calib, n_samples, seq_len, max_windows, text_column, label_column, context_column,
+                           choices_column, task, device, dtype, finetune)  # fmt: skip
+        return
     from llm_sparsity.curves import essential_sparsity
     from llm_sparsity.junk_dna import run_difficulty_curves
     from llm_sparsity.models import load_pretrained
@@ -344,6 +377,65 @@ def curve(
         vlines=vlines,
     )
     write_json(out / "curve.json", {"rows": rows, "essential_sparsity": es})
+    for m, v in es.items():
+        typer.echo(
+            f"{m}: essential sparsity (tolerance {delta:g}) {v['tolerance']:.2f}, knee {v['knee']:.2f}"
+        )
+
+
+def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, calib, n_samples, seq_len,
+                       max_windows, text_column, label_column, context_column, choices_column, task, device, dtype,
+                       finetune) -> None:  # fmt: skip
+    """``curve --eval ...``: validate everything, then load, sweep, write curve.json/png."""
+    from llm_sparsity.calibration import load_calibration
+    from llm_sparsity.curves import essential_sparsity
+    from llm_sparsity.evaluation import context_length
+    from llm_sparsity.llm import PruneSpec
+    from llm_sparsity.llm_curve import llm_curve, make_evaluator, parse_eval_spec
+    from llm_sparsity.models import check_dtype, check_task, load_model
+    from llm_sparsity.targets import select_targets
+    from research_systems_core.results import plot_curves, write_json
+    from research_systems_core.torch_utils import resolve_device
+
+    if finetune:
+        raise ValueError("--finetune with --eval is not implemented yet; run without it (one-shot curves)")
+    kind, source = parse_eval_spec(eval_spec)
+    grid = sorted({0.0, *_floats(sparsities, "--sparsities")})
+    if len(grid) < 3:
+        raise ValueError(f"--sparsities: a curve needs at least 3 points including 0, got {grid}")
+    for m in methods:
+        spec = PruneSpec(m, 0.5)
+        for s in grid:
+            PruneSpec(m, s)
+        if spec.needs_calibration:
+            _check_calib_source(calib)
+    check_task(task)
+    check_dtype(dtype)
+    dev = resolve_device(device)
+    _setup_torch()
+    net, tok = load_model(model, task, device=dev, dtype=dtype)
+    evaluate = make_evaluator(kind, source, tok, text_column=text_column, label_column=label_column,
+                              context_column=context_column, choices_column=choices_column, seq_len=seq_len,
+                              max_windows=max_windows)  # fmt: skip
+    calibration = None
+    if any(PruneSpec(m, 0.5).needs_calibration for m in methods):
+        length = seq_len or min(2048, context_length(net))
+        calibration = load_calibration(calib, tok, n_samples=n_samples, seq_len=length, seed=seed)
+    targets = select_targets(net, "essential")
+    rows = llm_curve(net, targets, grid, methods, evaluate, calibration=calibration, tokenizer=tok, device=dev,
+                     seed=seed)  # fmt: skip
+    dense = rows[0]["score"]
+    curves, es = {}, {}
+    for m in methods:
+        ys = [dense] + [r["score"] for r in rows if r["method"] == m]
+        curves[m] = (grid, ys)
+        es[m] = essential_sparsity(grid, ys, delta).as_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    label = {"ppl": "dense ppl / ppl", "mc": "accuracy (log-likelihood MC)", "cls": "accuracy"}[kind]
+    plot_curves(out / "curve.png", curves, "sparsity", label, f"Sparsity-performance curve ({model})")
+    write_json(
+        out / "curve.json", {"model": model, "eval": eval_spec, "rows": rows, "essential_sparsity": es}
+    )
     for m, v in es.items():
         typer.echo(
             f"{m}: essential sparsity (tolerance {delta:g}) {v['tolerance']:.2f}, knee {v['knee']:.2f}"
