@@ -206,3 +206,19 @@ def test_group_score_is_the_mean_of_member_umm() -> None:
         sum((w * m).abs().reshape(w.shape[0], -1).mean(1) for w, m in zip(members, masks, strict=True)) / 3
     )
     assert torch.allclose(scores["conv1"], expected.float(), atol=1e-7)
+
+
+def test_dead_channels_are_dropped_exactly() -> None:
+    model, optimizer, chase = _resnet_chase(channel_sparsity=0.0)
+    _run_images(chase, model, optimizer, 4)
+    name = "layer2.0.conv1"  # kill channel 3's outgoing weights: it becomes dead
+    chase.masks["layer2.0.conv2.weight"][:, 3] = False
+    chase.maskset.apply(model)
+    assert bool(chase.dead_channels()[name][3])
+    model.eval()
+    slim = chase.finalize()
+    assert chase.dead_removed >= 1
+    assert slim.layer2[0].conv1.out_channels == model.layer2[0].conv1.out_channels - 1
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(slim(x), model(x), atol=1e-5, rtol=1e-4)

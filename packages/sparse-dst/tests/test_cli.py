@@ -110,3 +110,37 @@ def test_mnist_loads_when_available() -> None:
     data = load_data("mnist", str(root), image_size=14, train_limit=500)
     assert data.x_train.shape == (500, 1, 14, 14) and data.x_test.shape == (10000, 1, 14, 14)
     assert abs(float(data.x_train.mean())) < 1e-4
+
+
+def test_folder_dataset_with_a_timm_model_trains_and_finalizes(tmp_path) -> None:
+    from research_systems_core.vision import make_image_folder
+
+    root = make_image_folder(tmp_path / "images", classes=3, per_class=6, size=16, seed=0)
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--dataset", f"folder:{root}", "--model", "timm:mobilenetv3_small_050",
+            "--epochs", "1", "--batch-size", "6", "--image-size", "16", "--device", "cpu",
+            "--set", "sparse.channel_interval=1", "--set", "sparse.update_frequency=1", "--set", "sparse.density=0.3"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["alive_channels"] < sum(summary["channel_widths"].values()) * 2  # Sc = 0.5 reached
+    result = runner.invoke(app, ["finalize", "--run", str(out), "--no-export", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "slim.json").read_text())
+    assert report["slim_vs_masked_relative_error"] <= 1e-4
+    assert report["params_after"] < report["params_before"]
+
+
+def test_presets_and_conflicting_options() -> None:
+    from sparse_dst.cli import _build_config
+
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0 and "imagenet-resnet50" in result.output and "74.03" in result.output
+    cfg = _build_config(None, "reference", [], {})
+    assert cfg.sparse.memory_bound and cfg.sparse.prune == "global" and cfg.sparse.update_frequency == 1000
+    cfg = _build_config(None, "cifar100-vgg19", [], {"epochs": 3})
+    assert (cfg.model, cfg.sparse.beta, cfg.sparse.channel_interval, cfg.epochs) == ("vgg19", 0.2, 8000, 3)
+    with pytest.raises(ValueError, match="method=rigl grows by gradient"):
+        _build_config(None, None, ["method=rigl", "sparse.grow=random"], {})
+    with pytest.raises(ValueError, match="width=0.5 applies"):
+        _build_config(None, None, ["model=resnet10t", "width=0.5"], {})

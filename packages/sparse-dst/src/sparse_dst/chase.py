@@ -33,7 +33,7 @@ from research_systems_core.validation import check_choice, check_int, check_rang
 from sparse_dst.masking import DSTConfig, Masking
 from sparse_dst.schedules import cubic_sparsity
 from sparse_dst.scores import SCORE_METHODS, channel_scores
-from sparse_dst.surgery import remove_channels
+from sparse_dst.surgery import module_index_masks, remove_channels
 from sparse_dst.tracing import ChannelGroup, UnsupportedGraphError, analyse, default_example_input
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class Chase(Masking):
         self.floors = {g.name: max(1, int(config.beta * g.size * (1 - sc))) for g in self.groups}
         self.channel_history: list[dict[str, Any]] = []
         self.finalized = False
+        self.dead_removed = 0
 
     def _mask_dense_layers(self) -> bool:
         return True
@@ -255,8 +256,14 @@ class Chase(Masking):
         return {p: k.clone() for p, k in self.keep.items() if not bool(k.all())}
 
     @torch.no_grad()
-    def finalize(self, calibration: Iterable[Any] | None = None, max_batches: int = 50) -> nn.Module:
+    def finalize(
+        self, calibration: Iterable[Any] | None = None, max_batches: int = 50, drop_dead: bool = True
+    ) -> nn.Module:
         """Return the slim model (a copy with the removed channels sliced away).
+
+        With ``drop_dead`` also the *dead* channels go: surviving channels whose every outgoing
+        weight (all consumer columns) is pruned contribute nothing, so slicing them is exact and
+        saves their stored zeros (``self.dead_removed`` counts them).
 
         The slim model's outputs on the stored example input are compared with the masked
         model's (both in eval mode) before anything else happens; a disagreement beyond
@@ -267,14 +274,43 @@ class Chase(Masking):
         if self.finalized:
             raise RuntimeError("Chase.finalize() was already called; the slim model exists")
         self.maskset.apply(self.model)
-        slim = remove_channels(self.model, self.removed_channels(), self.groups)
+        keep = self.removed_channels()
+        if drop_dead:
+            keep = self._drop_dead_channels()
+        slim = remove_channels(self.model, keep, self.groups)
         self.equivalence_error = self.check_equivalence(slim)
-        self.slim_masks = self._slim_maskset(slim)
+        self.slim_masks = self._slim_maskset(slim, keep)
         if calibration is not None:
             recalibrate_batchnorm(slim, calibration, max_batches=max_batches)
         self.finalized = True
         self.handle.remove()
         return slim
+
+    def dead_channels(self) -> dict[str, torch.Tensor]:
+        """Per group: alive channels none of whose consumer columns holds an active weight."""
+        out = {}
+        for g in self.groups:
+            used = torch.zeros(g.size, dtype=torch.bool)
+            for slot in g.slots:
+                if slot.role != "in":
+                    continue
+                mask = self.masks[f"{slot.module}.weight"]
+                cols = mask.reshape(mask.shape[0], mask.shape[1], -1).any(dim=2).any(dim=0).cpu()
+                window = cols[slot.offset * slot.fpc : (slot.offset + g.size) * slot.fpc]
+                used |= window.reshape(g.size, slot.fpc).any(dim=1)
+            out[g.name] = self.keep[g.name] & ~used
+        return out
+
+    def _drop_dead_channels(self) -> dict[str, torch.Tensor]:
+        keep, self.dead_removed = {}, 0
+        for name, dead in self.dead_channels().items():
+            vector = self.keep[name] & ~dead
+            if not bool(vector.any()):  # keep one channel so the group survives
+                vector[self.keep[name].nonzero().flatten()[0]] = True
+            self.dead_removed += int(self.keep[name].sum() - vector.sum())
+            if not bool(vector.all()):
+                keep[name] = vector
+        return keep
 
     @torch.no_grad()
     def check_equivalence(self, slim: nn.Module) -> float:
@@ -304,18 +340,18 @@ class Chase(Masking):
             )
         return error
 
-    def _slim_maskset(self, slim: nn.Module) -> MaskSet:
+    def _slim_maskset(self, slim: nn.Module, keep: dict[str, torch.Tensor]) -> MaskSet:
         """The masks restricted to the surviving rows and columns (matches the slim model)."""
+        rows, cols = module_index_masks(self.model, keep, self.groups)
         out = {}
         slim_params = dict(slim.named_parameters())
         for n, mask in self.masks.items():
-            allowed = self.allowed[n]
+            module = n.rsplit(".", 1)[0]
             m = mask
-            rows = allowed.reshape(allowed.shape[0], -1).any(dim=1)
-            m = m[rows]
-            if m.dim() > 1:
-                cols = allowed.reshape(allowed.shape[0], allowed.shape[1], -1).any(dim=2).any(dim=0)
-                m = m[:, cols]
+            if module in rows:
+                m = m[rows[module].to(m.device)]
+            if module in cols:
+                m = m[:, cols[module].to(m.device)]
             if tuple(m.shape) != tuple(slim_params[n].shape):
                 raise RuntimeError(
                     f"slim mask {n} has shape {tuple(m.shape)}, slim weight {tuple(slim_params[n].shape)}"
