@@ -368,3 +368,14 @@ def test_curve_on_a_user_model_and_user_files(tokenizer, tmp_path) -> None:
     assert all(r["score"] in (0.0, 1 / 3, 2 / 3, 1.0) for r in rows)
     res = runner.invoke(app, [*base[:4], "mc:missing.jsonl", *base[5:]])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_word_problem_csv_with_other_columns_names_the_missing_one(tmp_path) -> None:
+    from llm_sparsity.tasks import load_question_bodies
+
+    folder = tmp_path / "arithmetic" / "mawps-asdiv-a_svamp"
+    folder.mkdir(parents=True)
+    for split in ("train", "dev"):
+        (folder / f"{split}.csv").write_text("Question,Body,Q\nhow many?,Sam has 3 apples,x\n")
+    with pytest.raises(ValueError, match=r"column 'Ques' is missing; columns present: Question, Body, Q"):
+        load_question_bodies(tmp_path)

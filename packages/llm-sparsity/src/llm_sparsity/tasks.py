@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_sparsity.userdata import require_columns
 from research_systems_core.data import require_path
 from research_systems_core.validation import check_choice, check_int, check_range
 
@@ -148,9 +149,11 @@ def _normalise_number(tok: str) -> str:
 def _read_csv(path: Path, split: str) -> list[Problem]:
     problems = []
     with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            prefix = tuple(_normalise_number(t) for t in row["Equation"].split())
-            problems.append(Problem(" ".join(row["Question"].split()), prefix, split))
+        rows = list(csv.DictReader(fh))
+    require_columns(rows, ["Question", "Equation"], path)
+    for row in rows:
+        prefix = tuple(_normalise_number(t) for t in row["Equation"].split())
+        problems.append(Problem(" ".join(row["Question"].split()), prefix, split))
     return problems
 
 
@@ -381,15 +384,18 @@ def load_question_bodies(data_dir: str | Path, source: str = "mawps-asdiv-a_svam
     root = Path(data_dir)
     pairs: list[Passage] = []
     if source == "svamp":
-        records = json.loads(require_path(root, "arithmetic/SVAMP.json", HINT).read_text(encoding="utf-8"))
+        path = require_path(root, "arithmetic/SVAMP.json", HINT)
+        records = json.loads(path.read_text(encoding="utf-8"))
+        require_columns(records, ["Question", "Body"], path)
         pairs = [Passage(_clean(r["Question"]), _clean(r["Body"]), "all") for r in records]
     else:
         qcol = "Ques" if source == "mawps-asdiv-a_svamp" else "Ques_Statement"
         for split in ("train", "dev"):
             path = require_path(root, f"arithmetic/{source}/{split}.csv", HINT)
             with path.open(newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    pairs.append(Passage(_clean(row[qcol]), _clean(row["Body"]), split))
+                rows = list(csv.DictReader(fh))
+            require_columns(rows, [qcol, "Body"], path)
+            pairs.extend(Passage(_clean(row[qcol]), _clean(row["Body"]), split) for row in rows)
     seen: set[str] = set()
     out = []
     for p in pairs:
