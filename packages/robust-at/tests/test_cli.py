@@ -36,6 +36,7 @@ def test_list_shows_the_registries() -> None:
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0
     assert "wrn-34-10" in result.output and "trades" in result.output and "digits-pilot" in result.output
+    assert "cifar10-preact18" in result.output and "folder:PATH" in result.output
 
 
 @pytest.mark.parametrize("method", ["at-pgd", "trades", "awp"])
@@ -68,6 +69,34 @@ def test_bad_input_gives_a_clear_error_not_a_traceback(tmp_path) -> None:
     result = runner.invoke(app, ["train", "--out", str(tmp_path), "--wot", "--set", "val_size=0"])
     assert result.exit_code == 2 and "val_size must be > 0 when WOT is on" in result.output
     result = runner.invoke(app, ["eval", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["eval", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "no config.json" in result.output
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), "--device", "cuda:3"])
+    assert result.exit_code == 2 and "cuda" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["eval", str(tmp_path), "--attack", "cw"])
     assert result.exit_code == 2 and "attack" in result.output
+
+
+def test_wot_diagnose_on_a_saved_trajectory(tmp_path) -> None:
+    out = tmp_path / "wot"
+    args = ["train", "--out", str(out), "--epochs", "2", "--wot"]
+    sets = [
+        "train_size=64", "val_size=32", "width=4", "depth=2", "batch_size=32", "milestones=[1]", "attack_steps=2",
+        "eval_steps=1", "eval_size=20", "wot.gap=1", "wot.num_gaps=2", "wot.passes=1", "wot.bn_batches=1",
+        "wot.save_trajectory=true",
+    ]  # fmt: skip
+    for s in sets:
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    assert (out / "wot_trajectory.safetensors").is_file()
+    result = runner.invoke(app, ["wot-diagnose", str(out), "--points", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{\n") :])
+    assert len(report["line"]) == 3 and report["line"][0]["t"] == 0.0 and report["line"][-1]["t"] == 1.0
+    for rule in ("ours", "reference"):
+        assert all(0.0 <= w <= 1.0 for row in report[rule]["weights"] for w in row)
+    assert "explanation" in report
+    missing = runner.invoke(app, ["wot-diagnose", str(tmp_path)])
+    assert missing.exit_code == 2 and "config.json" in missing.output
