@@ -101,7 +101,7 @@ def default_plan_rows(size: dict) -> list[dict]:
                 goal="<= 0.3 s",
                 higher_is_better=False,
                 met=bool(ours_s <= 0.3),
-                peer_name="0.2.0 default: 5 preset bulges",
+                peer_name="5 preset bulges (the 0.2.0 initialisation) through the same solver pipeline",
                 ours_feasible=ours_traj.ok,
                 peer_feasible=peer_traj.ok,
                 ours_cost=ours_traj.cost,
