@@ -151,3 +151,26 @@ def test_hard_clearance_is_met_or_escalated(jet):
     # the reported clearance is the exact distance to the circle (radius 250 at (1500, 750))
     d = np.hypot(*(traj.dense_positions - [1500.0, 750.0]).T) - 250.0
     assert traj.min_clearance_m == pytest.approx(d.min(), abs=1e-9)
+
+
+def test_parallel_starts_match_serial_ones():
+    scn = make_scenario("vortex")
+    base = {"n_states": 16, "horizon": scn.horizon, "qc": 4.0, "obstacle_sigma": 0.003, "coarse_states": 0}
+    serial = GPMP2Planner(PlannerConfig(**base, screen_iterations=0)).plan(
+        *scn.pairs[0], scn.env, scn.current
+    )
+    forked = GPMP2Planner(PlannerConfig(**base, workers=2)).plan(*scn.pairs[0], scn.env, scn.current)
+    assert len(serial.candidates) == len(forked.candidates) >= 2
+    np.testing.assert_allclose(forked.positions, serial.positions, atol=1e-9)
+    assert [c["cost"] for c in forked.candidates] == pytest.approx([c["cost"] for c in serial.candidates])
+
+
+def test_coarse_to_fine_keeps_the_best_class_and_cost():
+    scn = make_scenario("double-gyre")
+    base = {"n_states": 30, "horizon": scn.horizon, "qc": 4.0, "obstacle_sigma": 0.003}
+    full = GPMP2Planner(PlannerConfig(**base, coarse_states=0, screen_iterations=0)).plan(
+        *scn.pairs[0], scn.env, scn.current
+    )
+    fast = GPMP2Planner(PlannerConfig(**base)).plan(*scn.pairs[0], scn.env, scn.current)
+    assert fast.ok and full.ok
+    assert fast.cost <= 1.05 * min(c["cost"] for c in full.candidates)
