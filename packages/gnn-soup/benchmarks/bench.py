@@ -1,12 +1,15 @@
-"""gnn-soup benchmarks on Cora, side by side with plain PyG; writes ``<out>/bench.json``.
+"""gnn-soup benchmarks, side by side with plain PyG; writes ``<out>/bench.json`` (shared schema).
 
-1. parallel speedup: K=4 ingredients with 1 vs 2 worker processes (cold = pool start included);
-2. epoch time: PyG's example GCN loop (dense input dropout) vs the gnn-soup training step;
-3. soup search: an 11-point interpolation grid with torch.func.functional_call vs load_state_dict;
-4. partition time: pymetis METIS vs a random partition (and their edge cuts).
+1. epoch time on Cora: PyG's example GCN loop (dense input dropout) vs the gnn-soup training step;
+2. soup search: an 11-point interpolation grid with torch.func.functional_call vs load_state_dict;
+3. partition time: pymetis METIS vs a random partition (and their edge cuts);
+4. workers on a generated SBM graph (1M nodes / 10M edges; --quick 200k, --smoke 20k): K=4
+   ingredients with 1, 2 and 4 worker processes mapping one shared graph: throughput and memory
+   (PSS, so shared pages are not double counted);
+5. layer-wise inference vs one full-batch forward on the SBM graph: seconds and peak memory.
 
-Run: python packages/gnn-soup/benchmarks/bench.py --out DIR [--quick] [--data-dir DIR]
-The parallel benchmark needs both cores of the machine free to mean anything.
+Run: python packages/gnn-soup/benchmarks/bench.py --out DIR [--quick | --smoke] [--data-dir DIR]
+The worker benchmarks need both cores of the machine free to mean anything.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from gnn_soup.soup import make_evaluators
 from gnn_soup.training import IngredientSpec, TrainConfig, TrainingContext, build_model, train_ingredient
 from research_systems_core.logs import setup_logging
 from research_systems_core.metadata import run_metadata
-from research_systems_core.results import write_json
 
 log = logging.getLogger("gnn_soup.bench")
 
@@ -176,6 +178,7 @@ def bench_soup_search(data: GraphData, repeats: int) -> dict:
 
     reload_model = build_model(config, data)
     reload_model.eval()
+    structure = reload_model.prepare(data.edge_index, data.num_nodes)
 
     def reload() -> list[float]:
         scores = []
@@ -183,7 +186,7 @@ def bench_soup_search(data: GraphData, repeats: int) -> dict:
             fresh = copy.deepcopy(reload_model)
             fresh.load_state_dict(interpolate_state_dicts(a, b, alpha))
             with torch.no_grad():
-                logits = fresh(data.features, evaluators.structure)
+                logits = fresh(data.features, structure)
             mask = data.val_mask
             scores.append(float((logits[mask].argmax(-1) == data.y[mask]).float().mean()))
         return scores
@@ -230,42 +233,233 @@ def bench_partition(data: GraphData, parts_list: list[int], repeats: int) -> dic
     return {"rows": rows, "note": "METIS time includes symmetrising and validating the CSR"}
 
 
+def _sbm(out: pathlib.Path, num_nodes: int, num_edges: int) -> GraphData:
+    from gnn_soup.sbm import write_sbm_store
+    from gnn_soup.store import open_graph
+
+    path = write_sbm_store(
+        out / f"sbm-{num_nodes}", num_nodes=num_nodes, num_edges=num_edges, split=(0.1, 0.02, 0.02)
+    )
+    return open_graph(path)
+
+
+def _sbm_plan(data: GraphData, k: int, steps: int):
+    config = TrainConfig(
+        hidden_dim=32, steps=steps, eval_every=steps, eval_method="layerwise", eval_nodes=500
+    )
+    kwargs = {"neighbor": {"batch_size": 512, "fanouts": [10, 5]}}
+    return make_plan(data.name, k, config, samplers=["neighbor"], sampler_kwargs=kwargs, seed=0)
+
+
+def bench_workers(data: GraphData, steps: int, counts: tuple[int, ...] = (1, 2, 4)) -> dict:
+    """Throughput 1 vs 2 workers (K=4) and memory of 1 vs 4 workers on the shared SBM graph."""
+    from gnn_soup.memory import MemoryMonitor
+
+    out: dict = {"graph": data.summary(), "steps_per_ingredient": steps, "most_workers": max(counts)}
+    for workers in counts:
+        executor = ProcessExecutor(workers=workers)
+        try:
+            executor.warm_up(data)
+            start = time.perf_counter()
+            with MemoryMonitor(executor.worker_pids()) as monitor:
+                results = train_plan(_sbm_plan(data, 4, steps), data, executor)
+            out[f"workers_{workers}"] = {
+                "seconds": round(time.perf_counter() - start, 3),
+                "ingredient_seconds": [round(r.seconds, 2) for r in results],
+                "memory": monitor.summary_mib(),
+            }
+        finally:
+            executor.close()
+    return out
+
+
+def _layerwise_job(graph_dir: str, method: str, queue) -> None:
+    import resource
+
+    from gnn_soup.inference import layerwise_forward
+    from gnn_soup.memory import process_memory
+    from gnn_soup.store import open_graph
+
+    torch.set_num_threads(1)
+    data = open_graph(graph_dir)
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(hidden_dim=32), data).eval()
+    base = process_memory(os.getpid()).rss
+    start = time.process_time()
+    if method == "layerwise":
+        logits = layerwise_forward(model, data.graph, data.features, chunk_size=16384)
+    else:
+        with torch.no_grad():
+            logits = model(data.features, model.prepare(data.edge_index, data.num_nodes))
+    seconds = time.process_time() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put(
+        {
+            "seconds": seconds,
+            "peak_rss_mib": peak / 2**20,
+            "added_mib": (peak - base) / 2**20,
+            "checksum": float(logits[:1000].double().sum()),
+        }
+    )
+
+
+def bench_layerwise(data: GraphData, in_process: bool = False) -> dict:
+    """Layer-wise inference vs one full-batch forward on the whole graph (each in a fresh process,
+    so peak RSS is that method's; ``in_process`` for the smoke run: no peak memory separation)."""
+    import multiprocessing
+    import queue as queue_module
+
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    for method in ("layerwise", "full"):
+        if in_process:
+            queue = queue_module.Queue()
+            _layerwise_job(str(data.source_dir), method, queue)
+            out[method] = queue.get()
+            continue
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_layerwise_job, args=(str(data.source_dir), method, queue))
+        proc.start()
+        out[method] = queue.get()
+        proc.join()
+    out["same_logits"] = abs(out["layerwise"]["checksum"] - out["full"]["checksum"]) < 1e-2
+    return out
+
+
+def _rows(results: dict) -> list[dict]:
+    from research_systems_core.bench import ratio_row
+
+    rows = []
+    if "epoch_time" in results:
+        e = results["epoch_time"]
+        rows.append(
+            ratio_row(
+                "epoch time, GCN on Cora (ms)",
+                e["gnn_soup_ms_per_epoch"],
+                e["pyg_example_ms_per_epoch"],
+                unit="ms",
+                goal=">= 5x",
+                higher_is_better=False,
+                met=e["pyg_example_ms_per_epoch"] / e["gnn_soup_ms_per_epoch"] >= 5,
+            )
+        )
+    if "soup_search" in results:
+        s = results["soup_search"]
+        rows.append(
+            ratio_row(
+                "soup search, 11-point grid (s)",
+                s["functional_call_seconds"],
+                s["deepcopy_load_state_dict_seconds"],
+                unit="s",
+                goal="< 0.2 s",
+                higher_is_better=False,
+                met=s["functional_call_seconds"] < 0.2,
+            )
+        )
+    if "workers" in results:
+        w = results["workers"]
+        speed = w["workers_1"]["seconds"] / w["workers_2"]["seconds"]
+        rows.append(
+            ratio_row(
+                "ingredient throughput, 2 vs 1 workers",
+                speed,
+                None,
+                unit="x",
+                goal=">= 1.7x",
+                met=speed >= 1.7,
+            )
+        )
+        one = w["workers_1"]["memory"]["max_process_rss_mib"]
+        four = w["workers_4"]["memory"]["peak_total_pss_mib"]
+        rows.append(
+            ratio_row(
+                "memory, 4 workers total PSS / 1 worker RSS",
+                four / one,
+                None,
+                unit="x",
+                goal="<= 1.5x",
+                higher_is_better=False,
+                met=four / one <= 1.5,
+            )
+        )
+    if "layerwise" in results:
+        lw = results["layerwise"]
+        rows.append(
+            ratio_row(
+                "layer-wise inference peak memory added (MiB)",
+                lw["layerwise"]["added_mib"],
+                lw["full"]["added_mib"],
+                unit="MiB",
+                higher_is_better=False,
+            )
+        )
+        rows.append(
+            ratio_row(
+                "layer-wise inference seconds (CPU)",
+                lw["layerwise"]["seconds"],
+                lw["full"]["seconds"],
+                unit="s",
+                higher_is_better=False,
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory for bench.json")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, a 200k-node SBM graph")
+    parser.add_argument("--smoke", action="store_true", help="every section on tiny sizes (< 30 s of work)")
     parser.add_argument("--data-dir", default=None, help="data directory with planetoid/Cora/raw")
-    parser.add_argument("--skip-parallel", action="store_true", help="skip the 2-worker benchmark")
-    parser.add_argument("--only-parallel", action="store_true", help="run only the 2-worker benchmark")
+    parser.add_argument("--graph-dir", default=None, type=pathlib.Path, help="where to keep the SBM stores")
     args = parser.parse_args()
     setup_logging("INFO")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    from research_systems_core.bench import bench_environment, write_bench_json
+
+    environment = bench_environment({"torch-geometric": None, "pymetis": None})
     cache = pathlib.Path(tempfile.mkdtemp(prefix="gnn-soup-bench-"))
-    data = load_dataset("Cora", data_dir=args.data_dir, cache_dir=cache)
-    results: dict = {"dataset": data.summary(), "quick": args.quick}
-    if not args.only_parallel:
-        log.info("epoch time")
-        results["epoch_time"] = bench_epoch(data, 60 if args.quick else 200, [0] if args.quick else [0, 1, 2])
-        log.info("soup search")
-        results["soup_search"] = bench_soup_search(data, 3 if args.quick else 10)
-        log.info("partition")
-        results["partition"] = bench_partition(data, [8, 32, 128], 3 if args.quick else 10)
-    if not args.skip_parallel:
-        log.info("parallel speedup")
-        load_before = os.getloadavg()
-        results["parallel"] = bench_parallel(data, 150 if args.quick else 600)
-        results["parallel"]["load_average_before"] = load_before
-    results["peer"] = (
-        "PyG 2.8 (examples/gcn.py loop). PyG's ClusterData, NeighborLoader and GraphSAINT samplers need "
-        "pyg-lib or torch-sparse, which are not installed here, so they cannot be timed side by side."
+    try:
+        data = load_dataset("Cora", data_dir=args.data_dir, cache_dir=cache)
+    except FileNotFoundError:
+        log.warning("Cora not found: the Cora sections run on the synthetic graph")
+        data = load_dataset("synthetic", num_nodes=2000, num_features=500)
+    sizes = {
+        "smoke": (20_000, 200_000, 10),
+        "quick": (200_000, 2_000_000, 60),
+        "full": (1_000_000, 10_000_000, 150),
+    }
+    num_nodes, num_edges, steps = sizes[mode]
+    results: dict = {"dataset": data.summary(), "mode": mode}
+    log.info("epoch time")
+    results["epoch_time"] = bench_epoch(
+        data, {"smoke": 10, "quick": 60, "full": 200}[mode], [0] if mode != "full" else [0, 1, 2]
     )
-    results["load_average"] = os.getloadavg()
+    log.info("soup search")
+    results["soup_search"] = bench_soup_search(data, {"smoke": 1, "quick": 3, "full": 10}[mode])
+    log.info("partition")
+    results["partition"] = bench_partition(
+        data, [8, 32] if args.smoke else [8, 32, 128], 1 if args.smoke else 5
+    )
+    graph_root = args.graph_dir or cache
+    sbm = _sbm(graph_root, num_nodes, num_edges)
+    log.info("workers: throughput and memory on %s", sbm.summary())
+    results["workers"] = bench_workers(sbm, steps, (1, 2) if args.smoke else (1, 2, 4))
+    log.info("layer-wise inference")
+    results["layerwise"] = bench_layerwise(sbm, in_process=args.smoke)
     results["metadata"] = run_metadata(packages=["gnn-soup", "torch-geometric", "pymetis"])
-    name = "bench_parallel.json" if args.only_parallel else "bench.json"
-    path = write_json(args.out / name, results)
+    path = write_bench_json(
+        args.out / "bench.json",
+        package="gnn-soup",
+        mode=mode,
+        environment=environment,
+        rows=_rows(results),
+        extra={"details": results},
+    )
     log.info("wrote %s", path)
 
 
