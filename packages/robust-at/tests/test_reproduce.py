@@ -9,7 +9,16 @@ pytest.importorskip("pyautoattack")
 
 def test_reproduce_writes_a_complete_summary_last(tmp_path, monkeypatch) -> None:
     tiny = repro.ReproConfig(
-        seeds=[0], epochs=2, milestone=1, width=4, eval_steps=1, final_steps=2, autoattack_n=4, eval_size=40
+        seeds=[0],
+        epochs=2,
+        milestone=1,
+        width=4,
+        eval_steps=1,
+        final_steps=2,
+        autoattack_n=4,
+        eval_size=40,
+        final_n=40,
+        train_size=64,
     )
     monkeypatch.setattr(repro, "QUICK", tiny)
     summary = repro.reproduce(tmp_path, quick=True)

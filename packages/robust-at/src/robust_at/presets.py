@@ -105,7 +105,7 @@ REFERENCE_OPTIONS: dict[str, tuple[str, str, str]] = {
     ),
     "wot.train_mode_epoch": ("150", "150", "same; -1 never"),
     "wot.times, wot.times_epoch": ("2, 150 (hard-coded epoch)", "2, 150", "same; times=1 turns it off"),
-    "wot.meta_loss": ("CE (`--meta_loss CE|kl`)", "ce", "same; kl = KL(p(x) || p(x_adv)), batch mean"),
+    "wot.meta_loss": ("CE (`--meta_loss`: CE or kl)", "ce", "same; kl = KL(p(x) to p(x_adv)), batch mean"),
     "wot.bn_batches": (
         "401 (`bn_update(..., 400)` breaks at i > 400)",
         "400",

@@ -54,12 +54,15 @@ class ReproConfig:
     eval_steps: int = 10  # PGD steps of the per-epoch curves
     final_steps: int = 20  # PGD steps of the final table
     autoattack_n: int = 100  # test images for AutoAttack (APGD-CE + APGD-T)
-    eval_size: int | None = 300  # test images per epoch (None: all 597)
+    eval_size: int | None = 200  # test images per epoch for the curves (None: all 597)
     swa_eval_every: int = 5
+    final_n: int | None = None  # test images for the PGD-20 table (None: all 597)
 
 
 FULL = ReproConfig()
-QUICK = ReproConfig(seeds=[0], epochs=24, milestone=6, eval_size=150, autoattack_n=40, swa_eval_every=6)
+QUICK = ReproConfig(
+    seeds=[0], epochs=24, milestone=6, eval_size=150, autoattack_n=40, swa_eval_every=6, final_n=200
+)
 ARMS = {  # table row -> (run, weights file)
     "AT (last epoch)": ("at", "last"),
     "AT (best epoch, test-selected oracle)": ("at", "best_test"),
@@ -95,7 +98,7 @@ def _evaluate_final(
     model = build_model(cfg, data)
     model.load_state_dict(load_weights(run_dir / f"model_{which}.safetensors"))
     model.eval()
-    n_test = rc.eval_size or len(data.y_test)  # quick mode: a subset; full: all 597
+    n_test = rc.final_n or len(data.y_test)  # quick mode: a subset; full: all 597
     x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
     pgd = pgd_accuracy(
         model, x_test, y_test, eps=cfg.eps, step_size=cfg.step_size, steps=rc.final_steps, restarts=1
