@@ -246,3 +246,43 @@ def test_mc_accuracy_counts_ties_fairly(bundle) -> None:
     acc = mc_accuracy(model, bundle.tokenizer, bundle.eval_items)
     assert acc == pytest.approx(1 / 3)
     assert json.dumps(acc)
+
+
+class StateTrainer(CountingTrainer):
+    """Like CountingTrainer, with an optimizer state handed in and out (a step counter tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[float | None] = []
+
+    def train(self, model, masks, steps, *, seed=0, lr=None, subset=None, optimizer_state=None):
+        self.received.append(None if optimizer_state is None else float(optimizer_state["count"]))
+        stats = super().train(model, masks, steps, seed=seed, lr=lr, subset=subset)
+        before = 0.0 if optimizer_state is None else float(optimizer_state["count"])
+        stats.optimizer_state = {"count": torch.tensor(before + steps)}
+        return stats
+
+
+@pytest.mark.parametrize("soup", [False, True])
+def test_isp_auxiliaries_inherit_optimizer_state_and_weight_soup(tiny, soup: bool) -> None:
+    import copy
+
+    targets = select_targets(tiny, "essential")
+    trainer = StateTrainer()
+    cfg = ISPConfig(target_sparsity=0.5, rounds=1, n_masks=2, weak_steps=2, main_steps=3, final_steps=0,
+                    stop_gap=0.0, weight_soup=soup)  # fmt: skip
+    reference = copy.deepcopy(tiny)
+    res = instant_soup_pruning(tiny, targets, trainer, cfg)
+    # main (no state yet) -> its state after 3 steps goes to both auxiliaries; final step count 0
+    assert trainer.received[:3] == [None, 3.0, 3.0]
+    if soup:  # main = mean of the two auxiliaries (recomputed with the same seeds), then masked
+        main = copy.deepcopy(reference)
+        CountingTrainer().train(main, MaskSet.ones(targets.shapes(main)), 3, seed=1)
+        auxes = []
+        for j in range(2):
+            aux = copy.deepcopy(main)
+            CountingTrainer().train(aux, MaskSet.ones(targets.shapes(aux)), 2, seed=100 + j + 1)
+            auxes.append(dict(aux.named_parameters()))
+        name = targets.names[0]
+        expected = (auxes[0][name] + auxes[1][name]) / 2 * res.masks.masks[name]
+        assert torch.allclose(dict(tiny.named_parameters())[name], expected, atol=1e-6)

@@ -498,6 +498,14 @@ def isp(
     compare: bool = typer.Option(
         False, "--compare", help="Also run IMP and one-shot with the same final steps."
     ),
+    weight_soup: bool = typer.Option(
+        False, "--weight-soup", help="Also average the auxiliary weights into the main model (soup variant)."
+    ),
+    inherit_optimizer: bool = typer.Option(
+        True,
+        "--inherit-optimizer/--fresh-optimizer",
+        help="Auxiliary copies start from the main AdamW state.",
+    ),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory holding arithmetic/."),
     n_train: int = typer.Option(400, "--n-train", help="Training problems."),
     n_eval: int = typer.Option(200, "--n-eval", help="Evaluation problems."),
@@ -524,6 +532,8 @@ def isp(
             aggregation=aggregation,
             vote_k=vote_k,
             seed=seed,
+            weight_soup=weight_soup,
+            inherit_optimizer=inherit_optimizer,
         )
         net, tokenizer = load_pretrained(model)
         task = _task(data_dir, n_train, n_eval)

@@ -6,6 +6,7 @@ the candidate equations of its training episode. Pruned weights are handled by t
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,7 @@ class FinetuneStats:
     steps: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    optimizer_state: dict[str, Any] | None = None  # AdamW state after the last step
 
     def add(self, other: FinetuneStats) -> None:
         self.steps += other.steps
@@ -155,8 +157,10 @@ class RetrievalTrainer:
         opt = torch.optim.AdamW(
             model.parameters(), lr=lr or self.config.lr, weight_decay=self.config.weight_decay
         )
-        if optimizer_state is not None:
-            opt.load_state_dict(optimizer_state)
+        if optimizer_state is not None:  # a copy: several learners may start from the same state
+            opt.load_state_dict(copy.deepcopy(optimizer_state))
+            for group in opt.param_groups:
+                group["lr"] = lr or self.config.lr
         handle = attach_transfer(model, masks, opt, mode, pretrained) if masks is not None else None
         was_training = model.training
         model.train()
@@ -174,4 +178,5 @@ class RetrievalTrainer:
                 handle.remove()
             model.train(was_training)
         stats.seconds = time.perf_counter() - start
+        stats.optimizer_state = opt.state_dict()
         return stats

@@ -164,6 +164,8 @@ class ISPConfig:
     stop_gap: float = 0.05  # stop the rounds when the mask is within this of the target
     lr: float = 5e-5
     seed: int = 0
+    inherit_optimizer: bool = True  # auxiliary copies start from the main model's AdamW state
+    weight_soup: bool = False  # also average the auxiliary weights into the main model (paper's soup variant)
 
     def __post_init__(self) -> None:
         check_sparsity(self.target_sparsity, "target_sparsity")
@@ -189,6 +191,21 @@ def _steps(stats: Any, fallback: int) -> int:
     return int(getattr(stats, "steps", fallback))
 
 
+def _train(
+    trainer: Trainer, model: torch.nn.Module, masks: MaskSet, steps: int, *, state: dict | None, **kwargs: Any
+) -> Any:
+    """``trainer.train`` handing over an optimizer state when the trainer accepts one."""
+    if state is not None:
+        kwargs["optimizer_state"] = state
+    try:
+        return trainer.train(model, masks, steps, **kwargs)
+    except TypeError as exc:
+        if "optimizer_state" not in str(exc):
+            raise
+        kwargs.pop("optimizer_state")
+        return trainer.train(model, masks, steps, **kwargs)
+
+
 def instant_soup_pruning(
     model: torch.nn.Module, targets: Targets, trainer: Trainer, config: ISPConfig
 ) -> ISPResult:
@@ -202,22 +219,37 @@ def instant_soup_pruning(
     n_items = len(trainer.train_items(cfg.seed))
     history: list[dict[str, Any]] = []
     weak: list[MaskSet] = []
+    main_opt: dict[str, Any] | None = None
     for r in range(1, cfg.rounds + 1):
         if cfg.target_sparsity - masks.sparsity() < cfg.stop_gap:
             break
-        stats = trainer.train(model, masks, cfg.main_steps, seed=cfg.seed * 1000 + r, lr=cfg.lr)
+        stats = _train(
+            trainer, model, masks, cfg.main_steps, seed=cfg.seed * 1000 + r, lr=cfg.lr, state=main_opt
+        )
+        main_opt = getattr(stats, "optimizer_state", None) or main_opt
         cost.main_steps += _steps(stats, cfg.main_steps)
         round_sparsity = 1.0 - (1.0 - cfg.target_sparsity) ** (r / cfg.rounds)
         main_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         weak, weak_scores = [], []
+        soup = (
+            {k: torch.zeros_like(v, dtype=torch.float32) for k, v in main_state.items()}
+            if cfg.weight_soup
+            else None
+        )
         for j in range(cfg.n_masks):
             rewind(aux, main_state)
             seed = cfg.seed * 1000 + r * 100 + j + 1
             lr = cfg.lr * cfg.lr_jitter ** rng.uniform(-1.0, 1.0)
             k = max(1, round(cfg.subset_fraction * n_items))
             subset = sorted(random.Random(seed).sample(range(n_items), k)) if k < n_items else None
-            stats = trainer.train(aux, masks, cfg.weak_steps, seed=seed, lr=lr, subset=subset)
+            inherited = main_opt if cfg.inherit_optimizer else None
+            stats = _train(
+                trainer, aux, masks, cfg.weak_steps, seed=seed, lr=lr, subset=subset, state=inherited
+            )
             cost.weak_steps += _steps(stats, cfg.weak_steps)
+            if soup is not None:
+                for key, value in aux.state_dict().items():
+                    soup[key] += value.float() / cfg.n_masks
             scores = masked_magnitude(aux, targets, masks)
             weak.append(make_masks(scores, round_sparsity, "global"))
             if cfg.aggregation == "score_average":
@@ -226,6 +258,8 @@ def instant_soup_pruning(
             weak, cfg.aggregation, k=cfg.vote_k, scores=weak_scores, sparsity=round_sparsity, within=masks
         )
         masks = MaskSet({n: new.masks[n] & masks.masks[n] for n in masks.names})
+        if soup is not None:  # weight soup: the main model takes the auxiliaries' mean weights
+            model.load_state_dict({k: v.to(main_state[k].dtype) for k, v in soup.items()})
         masks.apply(model)
         sim = mask_similarity(weak)
         history.append(
@@ -241,7 +275,7 @@ def instant_soup_pruning(
     if masks.sparsity() < cfg.target_sparsity - 1e-9:
         masks = make_masks(masked_magnitude(model, targets, masks), cfg.target_sparsity, "global")
         masks.apply(model)
-    stats = trainer.train(model, masks, cfg.final_steps, seed=cfg.seed, lr=cfg.lr)
+    stats = _train(trainer, model, masks, cfg.final_steps, seed=cfg.seed, lr=cfg.lr, state=main_opt)
     cost.final_steps += _steps(stats, cfg.final_steps)
     cost.seconds = time.perf_counter() - start
     history.append({"round": "final", "mask_sparsity": masks.sparsity(), "final_steps": cfg.final_steps})
