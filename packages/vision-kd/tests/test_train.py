@@ -172,7 +172,7 @@ def test_bad_inputs(digits):
 
 def test_bf16_autocast_runs_on_cpu(digits):
     out = train(_student(), digits, _cfg(precision="bf16"), evaluate_each_epoch=False)
-    assert out["precision"] == "bf16" and 0.0 <= out["test_acc"] <= 1.0
+    assert out["precision"] == "bf16" and out["test_acc"] is None and out["history"][0]["loss"] > 0
 
 
 def test_lr_schedule_shape():

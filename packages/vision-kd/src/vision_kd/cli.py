@@ -251,6 +251,7 @@ def _run_distill(teacher, teacher_pretrained, student, kwargs, loss, options, st
     from vision_kd.weights import resolve_model, save_model
 
     data = _load(*data_args)
+    configure_determinism(cfg.seed)  # a named (randomly initialised) teacher is the same in every run
     t_model, t_meta = resolve_model(teacher, num_classes=data.num_classes, in_chans=data.in_chans,
                                     pretrained=teacher_pretrained)  # fmt: skip
     configure_determinism(cfg.seed)
@@ -395,3 +396,7 @@ def reproduce(
     cfg.validate()
     summary = run_reproduction(out, resolve_data_dir(data_dir), cfg)
     typer.echo(f"verdict: {summary['verdict']} ({summary['verdict_reason']}); results in {out}")
+
+
+if __name__ == "__main__":
+    app()

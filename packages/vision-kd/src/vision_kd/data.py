@@ -17,6 +17,7 @@ teacher stay plain timm models whose feature taps (``forward_intermediates``) ke
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 
@@ -165,6 +166,11 @@ def load_data(
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None:
             check_int(name, n, minimum=1)
+    if spec == "digits":
+        ds = _generated(spec, pathlib.Path("."), None, None)
+        return dataclasses.replace(
+            ds, train=_subset(ds.train, n_train, seed), val=_subset(ds.val, n_test, seed + 1)
+        )
     if spec in GENERATED:
         return _generated(spec, resolve_data_dir(data_dir), n_train, n_test)
     ds = load_image_dataset(

@@ -466,7 +466,7 @@ def train(
         }
         if run.sparsity is not None:
             row["sparsity"] = run.sparsity.sparsity()
-        if evaluate_each_epoch or epoch == cfg.epochs - 1:
+        if evaluate_each_epoch:
             row["test_acc"] = evaluate(student, data, device=run.device, precision=run.precision)
             if run.ema is not None:
                 row["test_acc_ema"] = evaluate(
