@@ -255,7 +255,7 @@ def _tasks(cfg: ReproductionConfig, out: pathlib.Path) -> tuple[list, dict, dict
                 return res.metrics(gp_scn.env, gp_scn.current)
 
             tasks.append((gp_scn.name, "GPMP2 receding horizon (GP: 1/4 network + onboard)", pair, run_rh))
-    _extension_tasks(cfg, tasks, paths, gpmp2, astar, jet)
+    _extension_tasks(cfg, tasks, paths, gpmp2, astar, jet, gyre)
     sweep_scn = dataclasses.replace(gyre, name="gp-sweep")
     for n_obs in cfg.gp_sweep:
         for pair in range(min(cfg.max_pairs, len(gp_scn.pairs))):
@@ -266,11 +266,17 @@ def _tasks(cfg: ReproductionConfig, out: pathlib.Path) -> tuple[list, dict, dict
 HOTEL_LOAD = 0.2  # m^3/s^3: energy per second of travel in the free-time trade-off (unit drag coefficient)
 
 
-def _extension_tasks(cfg: ReproductionConfig, tasks: list, paths: dict, gpmp2, astar, jet: Scenario) -> None:
+SPEED_LIMIT_GYRE = 1.0  # m/s through the water: binds on the double gyre's first pair (1.1 m/s unlimited)
+
+
+def _extension_tasks(
+    cfg: ReproductionConfig, tasks: list, paths: dict, gpmp2, astar, jet: Scenario, gyre: Scenario
+) -> None:
     """Beyond the paper: a speed limit, a free arrival time, and the global search's homotopy classes."""
     speed = jet.water_speed
-    for pair in range(min(cfg.max_pairs, len(jet.pairs))):
-        gpmp2(jet, pair, f"GPMP2 current-aware, speed <= {speed:g} m/s", jet.current, speed_limit=speed)
+    for pair in range(min(cfg.max_pairs, len(gyre.pairs))):
+        label = f"GPMP2 spatiotemporal, speed <= {SPEED_LIMIT_GYRE:g} m/s"
+        gpmp2(gyre, pair, label, gyre.current, speed_limit=SPEED_LIMIT_GYRE)
 
     def free_time(objective: str, pair: int = 0):
         def run() -> dict[str, Any]:
@@ -312,10 +318,13 @@ def _extension_checks(rows: list[dict[str, Any]], out: pathlib.Path, water_speed
             {},
         )
 
-    limited = [r for r in rows if r["planner"].startswith("GPMP2 current-aware, speed")]
+    limited = [r for r in rows if r["planner"].startswith("GPMP2 spatiotemporal, speed")]
     speed_ok = bool(limited) and all(
         r.get("limits", {}).get("within_limits") and r.get("collision_free") for r in limited
     )
+    unlimited = [
+        row("double-gyre", "GPMP2 spatiotemporal", r["pair"]).get("max_water_speed") for r in limited
+    ]
     fastest, weighted = (
         row("jet-island", "GPMP2 free time (time)"),
         row("jet-island", "GPMP2 free time (weighted)"),
@@ -323,7 +332,10 @@ def _extension_checks(rows: list[dict[str, Any]], out: pathlib.Path, water_speed
     fixed, zermelo = row("jet-island", "GPMP2 current-aware"), row("jet-island", "A* time (Zermelo)")
     out_checks: dict[str, Any] = {
         "speed_limited_plans_within_limit": speed_ok,
+        "speed_limit_m_per_s": SPEED_LIMIT_GYRE,
         "speed_limited_max_water_speed": [r.get("limits", {}).get("max_water_speed") for r in limited],
+        "unlimited_max_water_speed": unlimited,
+        "speed_limited_energy": [r.get("energy") for r in limited],
     }
     if fastest and weighted and fixed and zermelo and "energy" in zermelo:
         total = lambda r, t: r["energy"] + HOTEL_LOAD * t  # noqa: E731
@@ -375,7 +387,11 @@ def _extension_checks(rows: list[dict[str, Any]], out: pathlib.Path, water_speed
 
 
 def _extensions_line(ext: dict[str, Any]) -> str:
-    parts = [f"speed-limited plans within limit {ext.get('speed_limited_plans_within_limit')}"]
+    speeds = ", ".join(f"{v:.2f}" for v in ext.get("unlimited_max_water_speed", []) if v is not None)
+    parts = [
+        f"double-gyre plans under a {ext.get('speed_limit_m_per_s')} m/s limit within it: "
+        f"{ext.get('speed_limited_plans_within_limit')} (unlimited plans peak at {speeds} m/s)"
+    ]
     if "free_time" in ext:
         ft = ext["free_time"]
         e = ft["energy_plus_hotel"]
