@@ -379,3 +379,30 @@ def test_word_problem_csv_with_other_columns_names_the_missing_one(tmp_path) -> 
         (folder / f"{split}.csv").write_text("Question,Body,Q\nhow many?,Sam has 3 apples,x\n")
     with pytest.raises(ValueError, match=r"column 'Ques' is missing; columns present: Question, Body, Q"):
         load_question_bodies(tmp_path)
+
+
+def test_loglikelihoods_equal_lm_evaluation_harness_hflm(tokenizer, monkeypatch) -> None:
+    import lm_eval
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from llm_sparsity.evaluation import run_lm_eval
+
+    model = tiny_lm("llama", vocab_size=64)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
+    context, choices = "the cat sat on the", ["mat", "big red dog", "fish"]
+    requests = [
+        Instance(request_type="loglikelihood", doc={}, arguments=(context, " " + c), idx=i)
+        for i, c in enumerate(choices)
+    ]
+    theirs = [ll for ll, _greedy in lm.loglikelihood(requests)]
+    assert choice_loglikelihoods(model, tokenizer, context, choices) == pytest.approx(theirs, abs=1e-5)
+    seen = {}
+
+    def fake_simple_evaluate(*, model, tasks, num_fewshot, limit):
+        seen.update(model=model, tasks=tasks, limit=limit)
+        return {"results": {t: {"acc,none": 0.5} for t in tasks}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", fake_simple_evaluate)
+    out = run_lm_eval(model, tokenizer, ["boolq"], limit=3)
+    assert out == {"boolq": {"acc,none": 0.5}} and seen["model"].model is model and seen["limit"] == 3
