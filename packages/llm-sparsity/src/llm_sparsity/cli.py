@@ -144,9 +144,9 @@ def prune(
     if model_arg and model and model_arg != model:
         raise ValueError(f"MODEL {model_arg!r} and --model {model!r} disagree; give one")
     name = model_arg or model or "minilm"
-    spec = PruneSpec(
-        method, None if nm else sparsity, nm, "row" if allocation == "nm" and not nm else allocation
-    )
+    if allocation == "nm" and not nm:
+        raise ValueError("--allocation nm needs --nm N:M, for example --nm 2:4")
+    spec = PruneSpec(method, None if nm else sparsity, nm, allocation)
     check_task(task)
     check_dtype(dtype)
     check_choice("--preset", preset, PRESETS)
