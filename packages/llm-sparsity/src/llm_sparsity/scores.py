@@ -68,7 +68,9 @@ def random_scores(
     model: torch.nn.Module, targets: Targets, *, generator: torch.Generator | None = None, **_: Any
 ) -> dict[str, torch.Tensor]:
     """Uniform random scores: random pruning with the exact same per-allocation counts."""
-    return {n: torch.rand(p.shape, generator=generator) for n, p in targets.parameters(model).items()}
+    return {
+        n: torch.rand(p.shape, generator=generator).to(p.device) for n, p in targets.parameters(model).items()
+    }
 
 
 def _default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:

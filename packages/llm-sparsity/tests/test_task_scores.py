@@ -1,0 +1,106 @@
+"""SMC-style task scores on tiny random models of the right family (issue 16)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llm_sparsity import task_scores
+from llm_sparsity.models import build_word_tokenizer
+
+AMINO = list("ACDEFGHIKLMNPQRSTVWY")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    t = build_word_tokenizer([*AMINO, "the", "cat", "sat", "le", "chat", "what", "is", "2", "3", "5"], 64)
+    t.add_special_tokens({"eos_token": "[SEP]", "bos_token": "[CLS]"})
+    return t
+
+
+def test_first_number_and_exact_match_rule(tok, monkeypatch) -> None:
+    assert task_scores.first_number("the answer is 1,250.5 apples, not 3") == 1250.5
+    assert task_scores.first_number("-4 degrees") == -4.0 and task_scores.first_number("none") is None
+    monkeypatch.setattr(task_scores, "_generate", lambda m, t, qs, n: ["it is 5", "7.00001 left", "no idea"])
+    assert task_scores.arithmetic_exact_match(None, tok, ["a", "b", "c"], [5.0, 7.0, 1.0]) == pytest.approx(
+        2 / 3
+    )
+
+
+def test_generation_runs_on_a_tiny_causal_lm(tok) -> None:
+    from llm_sparsity.models import tiny_lm
+
+    model = tiny_lm("gpt2", vocab_size=64)
+    score = task_scores.arithmetic_exact_match(
+        model, tok, ["what is 2 3", "what is 5"], [5.0, 5.0], max_new_tokens=3
+    )
+    assert 0.0 <= score <= 1.0
+
+
+def test_spearman_of_a_tiny_protein_regressor_matches_scipy(tok) -> None:
+    from scipy.stats import spearmanr
+    from transformers import EsmConfig, EsmForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = EsmConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=1,
+        pad_token_id=0,
+        position_embedding_type="absolute",
+    )
+    model = EsmForSequenceClassification(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    seqs = [" ".join(AMINO[int(i)] for i in torch.randint(0, 20, (12,), generator=g)) for _ in range(10)]
+    targets = [float(i) for i in range(10)]
+    rho = task_scores.spearman_regression(model, tok, seqs, targets, batch_size=4)
+    with torch.no_grad():
+        enc = tok(seqs, padding=True, return_tensors="pt")
+        preds = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, 0]
+    assert rho == pytest.approx(spearmanr(preds.numpy(), targets).statistic, abs=1e-6)
+
+
+def test_bleu_of_a_tiny_seq2seq_model(tok, monkeypatch) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = T5Config(
+        vocab_size=64,
+        d_model=32,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        d_kv=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=3,
+    )
+    model = T5ForConditionalGeneration(cfg).eval()
+    refs = ["le chat est sur le tapis", "le chat a mangé le poisson"]
+    score = task_scores.translation_bleu(model, tok, ["the cat", "the cat sat"], refs, max_new_tokens=4)
+    assert 0.0 <= score <= 100.0
+    monkeypatch.setattr(task_scores, "_generate", lambda m, t, s, n: list(refs))
+    assert task_scores.translation_bleu(model, tok, ["x", "y"], refs) == pytest.approx(100.0)
+    from llm_sparsity.models import tiny_lm
+
+    with pytest.raises(ValueError, match="seq2seq"):
+        task_scores.translation_bleu(tiny_lm("gpt2", vocab_size=64), tok, ["x"], ["y"])
+
+
+def test_task_files_name_missing_and_non_numeric_columns(tmp_path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(json.dumps({"Question": "q", "answer": a}) for a in ("3", "four")))
+    with pytest.raises(ValueError, match=r"column 'input' is missing.*columns present: Question, answer"):
+        task_scores.read_pairs(path, "input", "answer", numeric=True)
+    with pytest.raises(ValueError, match=r"row 2: answer column 'answer' is not numeric"):
+        task_scores.read_pairs(path, "Question", "answer", numeric=True)
+    empty = tmp_path / "e.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        task_scores.read_pairs(empty, "input", "target", numeric=False)
