@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from research_systems_core.vision import (
     create_image_model,
     evaluate_accuracy,
+    folder_training_check,
     load_image_dataset,
     make_image_folder,
     make_loader,
@@ -51,3 +53,14 @@ def test_folder_dataset_trains_a_timm_model(tmp_path: pathlib.Path) -> None:
     metrics = evaluate_accuracy(model, val, device="cpu")
     assert metrics["n"] == 24
     assert metrics["accuracy"] > 2 / 3, (metrics, losses)
+
+
+def test_folder_training_check_with_a_loader_worker(tmp_path: pathlib.Path) -> None:
+    """The GPU check's routine, here on CPU in fp32 with one loader worker (bf16 convs are slow on CPU)."""
+    root = make_image_folder(tmp_path / "shapes", classes=3, per_class=8, size=32, seed=1)
+    report = folder_training_check(root, device="cpu", image_size=32, epochs=4, workers=1)
+    assert report["val_n"] == 24 and len(report["epoch_losses"]) == 4
+    assert report["epoch_losses"][-1] < 0.5 * report["epoch_losses"][0], report
+    assert report["loss_decreased"] and report["train_images_per_s"] > 0
+    with pytest.raises(ValueError, match="precision"):
+        folder_training_check(root, device="cpu", precision="int8")

@@ -19,6 +19,7 @@ from research_systems_core.vision.loaders import (
     set_loader_epoch,
 )
 from research_systems_core.vision.models import WeightsUnavailableError, create_image_model, image_model_names
+from research_systems_core.vision.selfcheck import folder_training_check
 from research_systems_core.vision.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -60,6 +61,7 @@ __all__ = [
     "create_image_model",
     "default_workers",
     "evaluate_accuracy",
+    "folder_training_check",
     "image_model_names",
     "imagenet_transforms",
     "load_image_dataset",
