@@ -179,3 +179,16 @@ def test_api_rejects_bad_values(sparsity, nm) -> None:
     ):
         with pytest.raises(ValueError, match=r"sparsity|N:M|N < M"):
             call()
+
+
+def test_smc_report_names_the_row_and_the_missing_key(tmp_path) -> None:
+    row = {"task": "t", "method": "dense", "sparsity": 0.0, "seed": 0, "accuracy": 0.8,
+           "method_seconds": 1.0, "overhead_seconds": 0.01}  # fmt: skip
+    path = tmp_path / "results.jsonl"
+    path.write_text(
+        json.dumps(row) + "\n" + json.dumps({k: v for k, v in row.items() if k != "accuracy"}) + "\n"
+    )
+    res = runner.invoke(app, ["smc-report", "--results", str(path)])
+    _assert_clean(res, "results row 2 lacks key 'accuracy'")
+    path.write_text(json.dumps({**row, "accuracy": "high"}) + "\n")
+    _assert_clean(runner.invoke(app, ["smc-report", "--results", str(path)]), "'accuracy' is not a number")

@@ -38,6 +38,7 @@ from llm_sparsity.tasks import (
     load_arithmetic,
     load_question_bodies,
 )
+from research_systems_core.errors import UserError
 from research_systems_core.logs import progress
 from research_systems_core.masks import MaskSet
 from research_systems_core.registry import Registry
@@ -462,6 +463,7 @@ def run_benchmark(
         raise ValueError("no tasks available to run")
     results = Path(results)
     rows = read_jsonl(results) if results.exists() else []
+    check_rows(rows)
     done = {_key(r["task"], r["method"], r["sparsity"], r["seed"]) for r in rows}
     cells = []
     for task in bundles:
@@ -470,6 +472,14 @@ def run_benchmark(
             cells += [(task, m, float(s), seed) for m in methods if m != "dense" for s in sparsities]
     todo = [c for c in cells if _key(*c) not in done]
     log.info("SMC-Bench: %d cells, %d already done, %d to run", len(cells), len(cells) - len(todo), len(todo))
+    if rows and todo:
+        log.warning(
+            "resuming %s: %d new cell(s) not in the results file: %s%s",
+            results,
+            len(todo),
+            ", ".join(f"{t}/{m}/{sp:g}/seed {sd}" for t, m, sp, sd in todo[:8]),
+            " ..." if len(todo) > 8 else "",
+        )
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
     writer = JsonlWriter(results)
     try:
@@ -532,10 +542,33 @@ def first_failing_sparsity(
     return dict(out)
 
 
+ROW_KEYS = ("task", "method", "sparsity", "seed", "accuracy", "method_seconds", "overhead_seconds")
+
+
+def check_rows(rows: Sequence[dict[str, Any]]) -> None:
+    """Every result row must hold :data:`ROW_KEYS` with numbers where numbers belong; the error
+    names the row (1-based) and the key (a results file from another version fails here)."""
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise UserError(f"results row {i} is not an object")
+        missing = [k for k in ROW_KEYS if k not in row]
+        if missing:
+            raise UserError(
+                f"results row {i} lacks key {missing[0]!r} (has {', '.join(map(str, row))}); "
+                "is it a results file from another version of llm-sparsity?"
+            )
+        for key in ("sparsity", "accuracy", "method_seconds", "overhead_seconds"):
+            try:
+                float(row[key])
+            except (TypeError, ValueError):
+                raise UserError(f"results row {i}: {key!r} is not a number ({row[key]!r})") from None
+
+
 def summarize(
     rows: Sequence[dict[str, Any]], out: Path | None = None, tolerance: float = 0.01
 ) -> dict[str, Any]:
     """Mean/std accuracy per (task, method, sparsity), first failing sparsities, and one plot per task."""
+    check_rows(rows)
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["method"], float(r["sparsity"]))].append(r)
