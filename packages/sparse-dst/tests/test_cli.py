@@ -53,7 +53,7 @@ def test_train_finalize_and_refusals(tmp_path) -> None:
     summary = json.loads((out / "result.json").read_text())
     assert summary["alive_channels"] == 56  # Sc = 0.5 of 8+8+16+16+32+32
     assert (out / "channel_density.png").stat().st_size > 0
-    result = runner.invoke(app, ["finalize", "--run", str(out)])
+    result = runner.invoke(app, ["finalize", "--run", str(out), "--no-export"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "slim.json").read_text())
     assert report["params_after"] < report["params_before"]
