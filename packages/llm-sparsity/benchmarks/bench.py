@@ -350,6 +350,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Output directory for bench.json.")
     parser.add_argument("--quick", action="store_true", help="MiniLM only, smaller calibration (~2 min).")
     parser.add_argument("--smoke", action="store_true", help="Every section on tiny sizes (<= 30 s).")
+    parser.add_argument(
+        "--sections",
+        default="magnitude,sequential,isp",
+        help="Comma-separated subset of magnitude, sequential, isp (isp runs only in the full mode).",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="minilm", help=argparse.SUPPRESS)
     parser.add_argument("--sparsity", type=float, default=0.5, help=argparse.SUPPRESS)
@@ -368,16 +373,22 @@ def main() -> None:
     mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
     env = bench_environment({"torch": torch.__version__})
     t0 = time.perf_counter()
-    if mode == "smoke":
-        rows = bench_global_magnitude(args.out, ["tiny_bert"], 1) + bench_sequential(128, 256, 2, 32)
-    elif mode == "quick":
-        rows = bench_global_magnitude(args.out, ["minilm"], 3) + bench_sequential(2048, 5632, 4, 64)
-    else:
-        rows = (
-            bench_global_magnitude(args.out, ["minilm", "bert_base_random"], 3)
-            + bench_sequential(2048, 5632, 8, 128)
-            + bench_isp_rows()
-        )
+    wanted = {x.strip() for x in args.sections.split(",") if x.strip()}
+    unknown = wanted - {"magnitude", "sequential", "isp"}
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from magnitude, sequential, isp")
+    sizes = {
+        "smoke": (["tiny_bert"], 1, (128, 256, 2, 32)),
+        "quick": (["minilm"], 3, (2048, 5632, 4, 64)),
+        "full": (["minilm", "bert_base_random"], 3, (2048, 5632, 8, 128)),
+    }[mode]
+    rows = []
+    if "magnitude" in wanted:
+        rows += bench_global_magnitude(args.out, sizes[0], sizes[1])
+    if "sequential" in wanted:
+        rows += bench_sequential(*sizes[2])
+    if "isp" in wanted and mode == "full":
+        rows += bench_isp_rows()
     path = write_bench_json(
         args.out / "bench.json",
         package="llm-sparsity",

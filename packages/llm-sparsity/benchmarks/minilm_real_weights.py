@@ -3,9 +3,9 @@
 For 50% unstructured and 2:4: (a) the per-layer output reconstruction error
 ||X W^T - X W_pruned^T||^2 / ||X W^T||^2 of every targeted layer, with X the layer's inputs in
 the *dense* model on held-out text (SVAMP stories not used for calibration), averaged over layers;
-(b) zero-shot question->body retrieval accuracy (N = 8, chance 0.125) on 300 held-out problems.
+(b) zero-shot question->body retrieval accuracy (N = 8, chance 0.125) on 200 held-out problems.
 Magnitude is per output row (the Wanda paper's layer-wise baseline) and also global. Wanda and
-SparseGPT calibrate on 64 windows of 64 tokens of MAWPS problems, block by block.
+SparseGPT calibrate on 32 windows of 64 tokens of MAWPS problems, block by block.
 
 Usage: python benchmarks/minilm_real_weights.py --out docs/minilm_real_weights.json (about 2 min)
 """
@@ -67,12 +67,12 @@ def main() -> None:
     calib_ids = torch.tensor(
         tok("\n\n".join(f"{p.body} {p.question}" for p in mawps), add_special_tokens=False)["input_ids"]
     )
-    calibration = sample_windows(calib_ids, 64, 64, seed=0)
+    calibration = sample_windows(calib_ids, 32, 64, seed=0)
     svamp = load_question_bodies(data, "svamp")
-    held_out = tokenize(tok, [f"{p.body} {p.question}" for p in svamp[:128]], batch_size=32).batches
+    held_out = tokenize(tok, [f"{p.body} {p.question}" for p in svamp[:64]], batch_size=32).batches
     inputs = _layer_inputs(model, targets, held_out)
     dense_out = {n: inputs[n] @ dense_state[n].t() for n in targets.names}
-    task = BodyRetrievalTask.from_passages(load_question_bodies(data), 100, 300)
+    task = BodyRetrievalTask.from_passages(load_question_bodies(data), 100, 200)
     suite = MCSuite(task, tok, [BodyLevel("options", 8, n_candidates=8)], seeds=[0])
     rows = [
         {
@@ -127,8 +127,8 @@ def main() -> None:
             "rows": rows,
             "seconds": round(time.perf_counter() - t0, 1),
             "date": time.strftime("%Y-%m-%d"),
-            "n_eval": 300,
-            "calibration": "64 x 64 MAWPS tokens",
+            "n_eval": 200,
+            "calibration": "32 x 64 MAWPS tokens",
         },
     )
 
