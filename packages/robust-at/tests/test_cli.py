@@ -100,3 +100,27 @@ def test_wot_diagnose_on_a_saved_trajectory(tmp_path) -> None:
     assert "explanation" in report
     missing = runner.invoke(app, ["wot-diagnose", str(tmp_path)])
     assert missing.exit_code == 2 and "config.json" in missing.output
+
+
+def test_folder_dataset_with_a_timm_model_and_wot_b_end_to_end(tmp_path, caplog) -> None:
+    from research_systems_core.vision import make_image_folder
+
+    root = make_image_folder(tmp_path / "images", classes=3, per_class=6, size=16)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", f"folder:{root}", "--model", "resnet10t", "--image-size", "16", "--wot",
+            "--epochs", "1", "--out", str(out)]  # fmt: skip
+    sets = ["val_size=4", "train_size=null", "label_noise=0", "batch_size=7", "attack_steps=1", "eval_steps=1",
+            "milestones=[1]", "wot.gap=1", "wot.num_gaps=2", "wot.passes=1", "wot.bn_batches=1", "wot.start_epoch=0",
+            "width=null", "depth=null"]  # fmt: skip
+    for s in sets:
+        args += ["--set", s]
+    with caplog.at_level(logging.INFO, logger="robust_at"):
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    logged = caplog.text + result.output
+    assert "WOT block groups: stem:" in logged and "layer4:" in logged and "head:" in logged
+    report = json.loads((out / "result.json").read_text())
+    assert report["wot"]["groups"] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert report["wot"]["refinements"] >= 1
+    evaluation = runner.invoke(app, ["eval", str(out), "--steps", "1", "--device", "cpu"])
+    assert evaluation.exit_code == 0, evaluation.output

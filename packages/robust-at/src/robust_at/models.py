@@ -316,7 +316,7 @@ def check_model_name(name: str) -> str:
     known = _external_names()
     if bare in known:
         return name
-    close = difflib.get_close_matches(bare, [*MODELS.names(), *known], n=5)
+    close = difflib.get_close_matches(bare, list(dict.fromkeys([*MODELS.names(), *known])), n=5)
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise ValueError(
         f"unknown model {name!r}: not one of this package's ({', '.join(MODELS.names())}) nor a timm or "
