@@ -116,3 +116,24 @@ def test_unknown_model_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="small-cnn"):
         create_model("resnet-1000")
     assert set(MODELS.names()) == {"small-cnn", "preact-resnet18", "wrn-34-10", "vgg16"}
+
+
+def test_readme_documents_every_reference_option_as_the_presets_define_them() -> None:
+    import pathlib
+
+    from robust_at.presets import PRESETS, REFERENCE_OPTIONS, reference_table
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert reference_table() in readme
+    wot = PRESETS["cifar10-preact18"]["wot"]
+    assert (wot["start_epoch"], wot["train_mode_epoch"], wot["times"], wot["times_epoch"]) == (
+        50,
+        150,
+        2,
+        150,
+    )
+    assert wot["momentum_per_tensor"] and wot["reset_momentum_each_pass"] and wot["meta_loss"] == "ce"
+    for key in REFERENCE_OPTIONS:
+        if key.startswith("wot."):
+            for part in key.split(", "):
+                assert part.removeprefix("wot.") in wot, part
