@@ -310,3 +310,7 @@ def reproduce(
             raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     summary = run(cfg, out, data_dir)
     typer.echo(f"{summary['verdict']}: {summary['verdict_reason']}")
+
+
+if __name__ == "__main__":
+    app()
