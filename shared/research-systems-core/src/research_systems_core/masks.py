@@ -238,7 +238,7 @@ class MaskSet:
     ) -> MaskSet:
         """Keep the ``n`` highest of every ``m`` consecutive weights along the input dimension."""
         m = check_int("m", m, minimum=1)
-        n = check_int("n", n, minimum=0)
+        n = check_int("n", n, minimum=1)
         if n >= m:
             raise ValueError(f"N:M sparsity needs n < m, got n={n}, m={m}")
         masks = {}
