@@ -222,3 +222,13 @@ def test_dead_channels_are_dropped_exactly() -> None:
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(slim(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_round_to_keeps_multiples_exactly() -> None:
+    model, optimizer, chase = _resnet_chase()
+    _run_images(chase, model, optimizer, 16)
+    model.eval()
+    slim = chase.finalize(round_to=4)
+    widths = [m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 4 == 0 for w in widths), widths
+    assert chase.equivalence_error <= 1e-5

@@ -257,13 +257,20 @@ class Chase(Masking):
 
     @torch.no_grad()
     def finalize(
-        self, calibration: Iterable[Any] | None = None, max_batches: int = 50, drop_dead: bool = True
+        self,
+        calibration: Iterable[Any] | None = None,
+        max_batches: int = 50,
+        drop_dead: bool = True,
+        round_to: int = 1,
     ) -> nn.Module:
         """Return the slim model (a copy with the removed channels sliced away).
 
         With ``drop_dead`` also the *dead* channels go: surviving channels whose every outgoing
         weight (all consumer columns) is pruned contribute nothing, so slicing them is exact and
-        saves their stored zeros (``self.dead_removed`` counts them).
+        saves their stored zeros (``self.dead_removed`` counts them). With ``round_to`` > 1 each
+        group keeps a multiple of ``round_to`` channels (tensor cores want multiples of 8) by
+        keeping back some removed channels: they hold only zeros in the masked model, so this
+        is exact too.
 
         The slim model's outputs on the stored example input are compared with the masked
         model's (both in eval mode) before anything else happens; a disagreement beyond
@@ -274,9 +281,9 @@ class Chase(Masking):
         if self.finalized:
             raise RuntimeError("Chase.finalize() was already called; the slim model exists")
         self.maskset.apply(self.model)
-        keep = self.removed_channels()
-        if drop_dead:
-            keep = self._drop_dead_channels()
+        keep = self._drop_dead_channels() if drop_dead else self.removed_channels()
+        if round_to > 1:
+            keep = self._round_widths(keep, round_to)
         slim = remove_channels(self.model, keep, self.groups)
         self.equivalence_error = self.check_equivalence(slim)
         self.slim_masks = self._slim_maskset(slim, keep)
@@ -311,6 +318,17 @@ class Chase(Masking):
             if not bool(vector.all()):
                 keep[name] = vector
         return keep
+
+    def _round_widths(self, keep: dict[str, torch.Tensor], multiple: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for g in self.groups:
+            vector = keep.get(g.name, torch.ones(g.size, dtype=torch.bool)).clone()
+            missing = min(g.size, -(-int(vector.sum()) // multiple) * multiple) - int(vector.sum())
+            if missing > 0:
+                vector[(~vector).nonzero().flatten()[:missing]] = True
+            if not bool(vector.all()):
+                out[g.name] = vector
+        return out
 
     @torch.no_grad()
     def check_equivalence(self, slim: nn.Module) -> float:
