@@ -270,6 +270,14 @@ def _verdict(table: list[dict], per_seed: dict, rc: ReproConfig) -> tuple[str, s
     }
     noise = max(gain_std / max(len(gaps), 1) ** 0.5, 0.01)  # standard error, at least 1 point
     numbers["wot_w_minus_at_last_pgd"] = round(rows["AT + WOT-W (last epoch)"]["pgd_mean"] - at_last, 4)
+    numbers["robust_overfitting_gap_at_per_seed"] = {
+        str(s): round(
+            per_seed[s]["AT (best epoch, test-selected oracle)"]["pgd"]
+            - per_seed[s]["AT (last epoch)"]["pgd"],
+            4,
+        )
+        for s in rc.seeds
+    }
     if overfit < 0.03:
         return (
             "not reproduced at this scale",
