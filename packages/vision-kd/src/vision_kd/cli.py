@@ -247,7 +247,7 @@ def _run_distill(teacher, teacher_pretrained, student, kwargs, loss, options, st
     from vision_kd.features import feature_channels
     from vision_kd.losses import create_loss
     from vision_kd.models import num_classes_of
-    from vision_kd.train import _device, cache_teacher_outputs, evaluate, train
+    from vision_kd.train import cache_teacher_outputs, evaluate, resolve_train_device, train
     from vision_kd.weights import resolve_model, save_model
 
     data = _load(*data_args)
@@ -272,7 +272,7 @@ def _run_distill(teacher, teacher_pretrained, student, kwargs, loss, options, st
         loss_fn = create_loss(loss, student_channels=s_ch, teacher_channels=t_ch, **options)
     else:
         loss_fn = create_loss(loss, **options)
-    device = _device(cfg)
+    device = resolve_train_device(cfg)
     precision = cfg.resolved_precision(device)
     cache = None
     if use_cache:

@@ -61,6 +61,7 @@ __all__ = [
     "evaluate",
     "freeze",
     "lr_at",
+    "resolve_train_device",
     "train",
 ]
 
@@ -152,7 +153,8 @@ def check_cache_exact(augment: bool, cfg: TrainConfig) -> None:
         )
 
 
-def _device(cfg: TrainConfig, info: DistInfo | None = None) -> torch.device:
+def resolve_train_device(cfg: TrainConfig, info: DistInfo | None = None) -> torch.device:
+    """The device a run uses: the rank's device under torchrun, else ``cfg.device`` (auto: CUDA, MPS, CPU)."""
     if info is not None and info.is_distributed:
         return info.device
     return resolve_device(cfg.device)
@@ -296,7 +298,7 @@ def _broadcast_densities(densities: dict[str, float], info: DistInfo) -> dict[st
 
 
 def _setup(student, data, cfg, loss_fn, teacher, student_tap, sparse, info, densities) -> _Run:
-    device = _device(cfg, info)
+    device = resolve_train_device(cfg, info)
     precision = cfg.resolved_precision(device)
     student.to(device)
     loss_fn.to(device)
