@@ -221,9 +221,10 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, train: torch.Tensor, batch: Sub
     if batch.num_targets is not None:
         train = train.clone()
         train[batch.num_targets :] = False
+    weight = train.to(per_node.dtype)  # masked sums: no boolean indexing, so no host sync on CUDA
     if batch.node_norm is not None:
-        return (per_node * batch.node_norm.to(per_node.device))[train].sum() * saint_scale
-    return per_node[train].mean()
+        return (per_node * batch.node_norm.to(per_node.device) * weight).sum() * saint_scale
+    return (per_node * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def batch_inputs(
@@ -330,11 +331,20 @@ def _make_sampler(context: TrainingContext, spec: IngredientSpec, config: TrainC
     return create_sampler(spec.sampler, context.graph, context.data.train_mask, seed=spec.seed, **kwargs)
 
 
+def _has_training_target(data: GraphData, batch: Subgraph, sampler: str) -> bool:
+    """Whether the batch holds a training node carrying the loss (checked on the CPU copy)."""
+    if batch.blocks is not None:
+        return bool(data.train_mask[batch.output_nodes].any())
+    if sampler == "full":
+        return True  # validate_graph guarantees a non-empty training mask
+    nodes = batch.nodes if batch.num_targets is None else batch.nodes[: batch.num_targets]
+    return bool(data.train_mask[nodes].any())
+
+
 def _train_step(context, model, optimizer, scaler, config, spec, batch, saint_scale) -> bool:
-    features, structure, y, train = batch_inputs(context, model, config, spec.sampler, batch)
-    targets = train[: batch.num_targets] if batch.num_targets else train
-    if not bool(targets.any()):
+    if not _has_training_target(context.data, batch, spec.sampler):
         return False
+    features, structure, y, train = batch_inputs(context, model, config, spec.sampler, batch)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with context.autocast():
