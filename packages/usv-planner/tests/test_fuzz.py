@@ -217,3 +217,34 @@ def test_cli_netcdf_without_velocities_and_with_unknown_units(tmp_path):
     ds.to_netcdf(path, engine="scipy")
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "unknown units 'knots-ish'" in result.output
+
+
+def test_cli_unreachable_goal_behind_a_land_strip(tmp_path):
+    import xarray as xr
+
+    lat, lon = np.linspace(43, 43.1, 11), np.linspace(10, 10.2, 21)
+    u = np.full((11, 21), 0.1)
+    u[:, 10] = np.nan  # a north-south land strip splits the field
+    ds = xr.Dataset(
+        {
+            "uo": (("latitude", "longitude"), u, {"units": "m s-1"}),
+            "vo": (("latitude", "longitude"), 0 * u, {"units": "m s-1"}),
+        },
+        coords={"latitude": lat, "longitude": lon},
+    )
+    path = tmp_path / "strip.nc"
+    ds.to_netcdf(path, engine="scipy")
+    args = [
+        "plan",
+        "--netcdf",
+        str(path),
+        "--start",
+        "10.04,43.05",
+        "--goal",
+        "10.16,43.05",
+        "--out",
+        str(tmp_path),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "is unreachable from start" in result.output and "Traceback" not in result.output
