@@ -16,7 +16,6 @@ from gnn_soup.executors import SequentialExecutor
 from gnn_soup.ingredients import make_plan, train_plan
 from gnn_soup.soup import (
     SOUP_METHODS,
-    interpolation_weights,
     make_evaluators,
     run_soups,
     soup_verdict,

@@ -58,7 +58,9 @@ def test_timm_teacher_distilled_into_a_student_then_sparse_trained(tmp_path: pat
     folder = make_image_folder(tmp_path / "images", classes=3, per_class=24, size=32, seed=3)
     data = load_data(f"folder:{folder}", image_size=32, augment=False)
     assert data.num_classes == 3 and len(data.train) == 72
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=2e-3, warmup_frac=0.0, device="cpu", precision="fp32", seed=0)
+    cfg = TrainConfig(
+        epochs=4, batch_size=16, lr=2e-3, warmup_frac=0.0, device="cpu", precision="fp32", seed=0
+    )
 
     teacher, meta = resolve_model("resnet10t", num_classes=3, in_chans=3)  # a timm model by name
     assert type(teacher).__module__.startswith("timm.") and meta["source"] == "new"
