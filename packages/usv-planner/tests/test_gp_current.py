@@ -119,3 +119,29 @@ def test_sparse_gp_equals_exact_with_all_points_and_is_close_with_few():
         SparseSpatioTemporalGP(accuracy="best")
     with pytest.raises(ValueError, match="n_inducing must be a positive integer"):
         SparseSpatioTemporalGP(n_inducing=0)
+
+
+def test_divergence_free_gp_mean_has_no_divergence_and_helps_with_few_observations():
+    from usv_planner.gp_current import DivergenceFreeGP
+
+    rng = np.random.default_rng(6)
+    gyre = DoubleGyre(0.6, 1000.0, 0.0, 7200.0)  # epsilon 0: steady, exactly divergence-free
+    xyt, vel = _observe(gyre, 60, rng, noise=0.02)
+    hyper = GPHyperparameters(350.0, 350.0, 1e5, 0.5, 0.02)
+    div_free = DivergenceFreeGP(hyper).fit(xyt, vel, optimize_hyper=False)
+    plain = SpatioTemporalGP(hyper).fit(xyt, vel, optimize_hyper=False)
+    q = np.column_stack([rng.uniform(200, 1800, 300), rng.uniform(200, 800, 300), rng.uniform(0, 3600, 300)])
+    h = 1.0
+
+    def divergence(model):
+        du = model.predict(q + [h, 0, 0])[0][:, 0] - model.predict(q - [h, 0, 0])[0][:, 0]
+        dv = model.predict(q + [0, h, 0])[0][:, 1] - model.predict(q - [0, h, 0])[0][:, 1]
+        return (du + dv) / (2 * h)
+
+    assert np.abs(divergence(div_free)).max() < 1e-8
+    assert np.abs(divergence(plain)).max() > 1e-5
+    truth = gyre.velocity(q[:, :2], q[:, 2])[0]
+    rmse = lambda m: np.sqrt(((m.predict(q)[0] - truth) ** 2).mean())  # noqa: E731
+    assert rmse(div_free) < rmse(plain)
+    # the posterior mean interpolates the observations
+    np.testing.assert_allclose(div_free.predict(xyt[:5])[0], vel[:5], atol=0.05)

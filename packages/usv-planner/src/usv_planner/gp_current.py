@@ -22,6 +22,7 @@ from usv_planner.currents import CurrentField, GriddedField
 
 __all__ = [
     "ACCURACY_PRESETS",
+    "DivergenceFreeGP",
     "GPHyperparameters",
     "SparseSpatioTemporalGP",
     "SpatioTemporalGP",
@@ -299,3 +300,80 @@ class SparseSpatioTemporalGP(SpatioTemporalGP):
             mean = mean + self.prior.velocity(xyt[:, :2], xyt[:, 2])[0]
         var = self.hyper.signal_std**2 - (t1**2).sum(0) + (t2**2).sum(0)
         return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+class DivergenceFreeGP(SpatioTemporalGP):
+    """Exact GP whose velocity samples are divergence-free: ``(u, v) = (d psi/dy, -d psi/dx)``.
+
+    The stream function ``psi`` is a GP with kernel ``s^2 l^2 exp(-|dp|^2 / 2 l^2 - dt^2 / 2 lt^2)``
+    (isotropic in space: ``length_x`` is used, ``length_y`` ignored); the velocity covariance is its
+    second derivatives, ``K_uu = k (1 - dy^2 / l^2)``, ``K_vv = k (1 - dx^2 / l^2)``,
+    ``K_uv = k dx dy / l^2`` with ``k = s^2 exp(...)`` (so ``s`` is each component's std). Surface
+    currents are close to divergence-free away from up/downwelling; the kernel couples u and v,
+    so one observation of u informs v. Hyperparameters: exact likelihood (L-BFGS-B, numerical
+    gradients) on a subset; cost ``O((2N)^3)``, for a few hundred observations.
+    """
+
+    def _blocks(self, a: np.ndarray, b: np.ndarray, hyper: GPHyperparameters) -> np.ndarray:
+        length = hyper.length_x
+        dx = a[:, None, 0] - b[None, :, 0]
+        dy = a[:, None, 1] - b[None, :, 1]
+        dt = a[:, None, 2] - b[None, :, 2]
+        k = hyper.signal_std**2 * np.exp(-0.5 * (dx**2 + dy**2) / length**2 - 0.5 * dt**2 / hyper.length_t**2)
+        kuu = k * (1.0 - dy**2 / length**2)
+        kvv = k * (1.0 - dx**2 / length**2)
+        kuv = k * dx * dy / length**2
+        return np.block([[kuu, kuv], [kuv, kvv]])
+
+    def _joint(self, xyt: np.ndarray, hyper: GPHyperparameters) -> np.ndarray:
+        n = 2 * len(xyt)
+        return self._blocks(xyt, xyt, hyper) + (hyper.noise_std**2 + 1e-8 * hyper.signal_std**2) * np.eye(n)
+
+    def _lml_and_grad(self, xyt, y, hyper, gradient=True):
+        try:
+            chol = linalg.cho_factor(self._joint(xyt, hyper), lower=True)
+        except linalg.LinAlgError:
+            return -np.inf, np.zeros(5)
+        flat = np.concatenate([y[:, 0], y[:, 1]])
+        alpha = linalg.cho_solve(chol, flat)
+        logdet = 2.0 * np.log(np.diag(chol[0])).sum()
+        value = float(-0.5 * flat @ alpha - 0.5 * logdet - 0.5 * len(flat) * np.log(2 * np.pi))
+        if not gradient:
+            return value, np.zeros(5)
+        theta, grad, step = hyper.as_log(), np.zeros(5), 1e-4
+        for i in (0, 2, 3, 4):  # length_y is unused
+            up, down = theta.copy(), theta.copy()
+            up[i] += step
+            down[i] -= step
+            grad[i] = (
+                self._lml_and_grad(xyt, y, GPHyperparameters.from_log(up), False)[0]
+                - self._lml_and_grad(xyt, y, GPHyperparameters.from_log(down), False)[0]
+            ) / (2 * step)
+        return value, grad
+
+    def fit(self, xyt, velocities, optimize_hyper=True, hyper_subset=300, seed=0):
+        """Condition on ``xyt (N, 3)`` / ``velocities (N, 2)``; hyperparameters on ``hyper_subset`` points."""
+        xyt, velocities = check_observations(xyt, velocities)
+        self._inputs = xyt
+        self._targets = self._residual_targets(xyt, velocities)
+        if optimize_hyper and len(xyt) >= 5:
+            self.hyper = fit_hyperparameters(self, xyt, self._targets, self.hyper, hyper_subset, seed)
+        self._chol = linalg.cho_factor(self._joint(xyt, self.hyper), lower=True)
+        self._alpha = linalg.cho_solve(self._chol, np.concatenate([self._targets[:, 0], self._targets[:, 1]]))
+        return self
+
+    def predict(self, xyt):
+        """Posterior mean ``(Q, 2)`` and the mean of the two components' posterior stds ``(Q,)``."""
+        if self._inputs is None:
+            raise RuntimeError("fit() the GP before predicting")
+        xyt = np.atleast_2d(np.asarray(xyt, dtype=float))
+        q = len(xyt)
+        cross = self._blocks(xyt, self._inputs, self.hyper)  # (2Q, 2N)
+        flat = cross @ self._alpha
+        mean = np.stack([flat[:q], flat[q:]], axis=1)
+        if self.prior is not None:
+            mean = mean + self.prior.velocity(xyt[:, :2], xyt[:, 2])[0]
+        v = linalg.solve_triangular(self._chol[0], cross.T, lower=True)
+        var = np.maximum(self.hyper.signal_std**2 - (v**2).sum(0), 0.0)
+        std = 0.5 * (np.sqrt(var[:q]) + np.sqrt(var[q:]))
+        return mean, std
