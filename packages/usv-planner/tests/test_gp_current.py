@@ -132,10 +132,11 @@ def test_divergence_free_gp_mean_has_no_divergence_and_helps_with_few_observatio
     plain = SpatioTemporalGP(hyper).fit(xyt, vel, optimize_hyper=False)
     q = np.column_stack([rng.uniform(200, 1800, 300), rng.uniform(200, 800, 300), rng.uniform(0, 3600, 300)])
     h = 1.0
+    ex, ey = np.array([h, 0.0, 0.0]), np.array([0.0, h, 0.0])
 
     def divergence(model):
-        du = model.predict(q + [h, 0, 0])[0][:, 0] - model.predict(q - [h, 0, 0])[0][:, 0]
-        dv = model.predict(q + [0, h, 0])[0][:, 1] - model.predict(q - [0, h, 0])[0][:, 1]
+        du = model.predict(q + ex)[0][:, 0] - model.predict(q - ex)[0][:, 0]
+        dv = model.predict(q + ey)[0][:, 1] - model.predict(q - ey)[0][:, 1]
         return (du + dv) / (2 * h)
 
     assert np.abs(divergence(div_free)).max() < 1e-8
