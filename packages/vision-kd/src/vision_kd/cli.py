@@ -254,6 +254,10 @@ def _run_distill(teacher, teacher_pretrained, student, kwargs, loss, options, st
     configure_determinism(cfg.seed)  # a named (randomly initialised) teacher is the same in every run
     t_model, t_meta = resolve_model(teacher, num_classes=data.num_classes, in_chans=data.in_chans,
                                     pretrained=teacher_pretrained)  # fmt: skip
+    if t_meta.get("source") == "new":
+        log.warning(
+            "teacher %r is randomly initialised: pass --teacher-pretrained or a weights path", teacher
+        )
     configure_determinism(cfg.seed)
     s_model, s_meta = resolve_model(
         student, num_classes=data.num_classes, in_chans=data.in_chans, kwargs=kwargs
