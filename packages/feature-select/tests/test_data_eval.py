@@ -100,3 +100,59 @@ def test_reproduction_verdict_rules():
     assert _verdict({"a": 5.0, "neurofs": 3.0, "b": 1.0, "c": 0.0}, {"neurofs": 0.5}, 0.04)[0] == "partly"
     verdict, reason = _verdict({"a": 5.0, "b": 3.0, "neurofs": 1.0}, {"neurofs": 0.05}, 0.04)
     assert verdict == "not reproduced at this scale" and "#3 of 3" in reason
+
+
+def test_any_file_by_path_or_by_name_in_the_data_directory(tmp_path):
+    import scipy.sparse as sp
+
+    x = np.arange(40.0).reshape(10, 4) % 7
+    y = np.array([0, 1] * 5)
+    (tmp_path / "sub").mkdir()
+    scipy.io.savemat(tmp_path / "sub" / "genes.mat", {"X": sp.csr_matrix(x), "Y": y[:, None]})
+    np.savez(tmp_path / "blobs.npz", X=x, y=y)
+    lines = ["f0,f1,class,f2,f3"] + [
+        ",".join(map(str, [*row[:2], label, *row[2:]])) for row, label in zip(x, y, strict=True)
+    ]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    mat = load_dataset("genes", tmp_path)  # found anywhere under the data directory, by stem
+    assert mat.x.shape == (10, 4) and hasattr(mat.x, "toarray")  # a sparse .mat stays sparse
+    np.testing.assert_array_equal(mat.x.toarray(), x)
+    npz = load_dataset(str(tmp_path / "blobs.npz"))
+    csv = load_dataset(str(tmp_path / "table.csv"))  # the "class" column is the label
+    for data in (npz, csv):
+        np.testing.assert_array_equal(data.x, x)
+        np.testing.assert_array_equal(data.y, y)
+    with pytest.raises(DatasetNotFoundError, match="did you mean \\['genes'"):
+        load_dataset("gene", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("a.mat", {"fea": np.ones((4, 2))}, r"has no X or Y variable \(found \['fea'\]\)"),
+        ("b.npz", {"features": np.ones((4, 2))}, r"needs arrays X and y"),
+        ("c.mat", {"X": np.ones((4, 2)), "Y": np.zeros(4)}, "single class"),
+        ("d.mat", {"X": np.full((4, 2), np.nan), "Y": np.arange(4) % 2}, "NaN or infinite"),
+        ("e.mat", {"X": np.ones((4, 2)), "Y": np.arange(3)}, "3 labels"),
+        ("f.csv", "a,b,label\n1,x,0\n2,3,1\n", "not a number"),
+        ("g.txt", "", "suffix must be one of"),
+    ],
+)
+def test_bad_data_files_are_named_with_the_problem(tmp_path, name, content, match):
+    path = tmp_path / name
+    if name.endswith(".mat"):
+        scipy.io.savemat(path, content)
+    elif name.endswith(".npz"):
+        np.savez(path, **content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        load_dataset(str(path))
+
+
+def test_splits_are_stratified_and_differ_by_seed():
+    data = load_dataset("wine")
+    a, b = split_and_scale(data, seed=0), split_and_scale(data, seed=1)
+    assert not np.array_equal(a.y_test, b.y_test)
+    share = np.bincount(data.y) / len(data.y)
+    np.testing.assert_allclose(np.bincount(a.y_test) / len(a.y_test), share, atol=0.03)

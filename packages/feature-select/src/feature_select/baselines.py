@@ -48,13 +48,25 @@ def _top(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, kind="stable")
 
 
-@_register("neurofs", nested=False)
+@_register("neurofs", nested=True)
 def _neurofs(x, y, k, seed, **params):
+    """One fit at the largest K; smaller K are served from the complete ranking (``ranking_``)."""
     from feature_select.selector import NeuroFS
 
     params.setdefault("scale", None)  # the harness scales the data already
     selector = NeuroFS(n_features_to_select=k, random_state=seed, **params).fit(x, y)
-    return selector.selected_features_
+    return selector.ranking_
+
+
+def _need(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # optional extra
+        raise ImportError(
+            f"the {package} baseline needs `pip install feature-select[baselines]` ({exc})"
+        ) from exc
 
 
 @_register("random", nested=True)
@@ -118,27 +130,70 @@ def _l1_logistic(x, y, k, seed, C=1.0):
     return np.lexsort((np.arange(x.shape[1]), -weight))
 
 
-@_register("lassonet", nested=True, hidden=20, path_multiplier=1.5, n_iters=(100, 10), patience=(10, 3), M=10)
-def _lassonet(x, y, k, seed, hidden=20, path_multiplier=1.5, n_iters=(100, 10), patience=(10, 3), M=10):
-    """LassoNet (Lemhadri et al.) with a short, coarse path so the grid fits on a CPU."""
-    try:
-        from lassonet import LassoNetClassifier
-    except ImportError as exc:  # optional extra
-        raise ImportError("the lassonet baseline needs `pip install feature-select[lassonet]`") from exc
-    model = LassoNetClassifier(
-        hidden_dims=(hidden,),
+@_register("lassonet", nested=True, hidden_dims=(100,), path_multiplier=1.02, M=10)
+def _lassonet(x, y, k, seed, hidden_dims=(100,), path_multiplier=1.02, M=10, **params):
+    """LassoNet (Lemhadri et al., package ``lassonet``) at its documented defaults (one hidden
+    layer of 100, M = 10, path multiplier 1.02); importance = the lambda at which a feature leaves
+    the model."""
+    lassonet = _need("lassonet", "lassonet")
+    model = lassonet.LassoNetClassifier(
+        hidden_dims=tuple(hidden_dims),
         path_multiplier=path_multiplier,
-        n_iters=tuple(n_iters),
-        patience=tuple(patience),
         M=M,
         verbose=0,
         random_state=seed,
         torch_seed=seed,
         device="cpu",
+        **params,
     )
     model.path(x, y, return_state_dicts=False)
-    # feature importance = the lambda at which a feature leaves the model (later = more important)
     return _top(model.feature_importances_.numpy())
+
+
+@_register("relieff", nested=True, n_neighbors=100)
+def _relieff(x, y, k, seed, n_neighbors=100):
+    """ReliefF (package ``skrebate``, its default 100 neighbours, capped by the class sizes)."""
+    skrebate = _need("skrebate", "skrebate")
+    neighbours = int(min(n_neighbors, max(1, np.bincount(y).min() - 1)))
+    model = skrebate.ReliefF(n_features_to_select=k, n_neighbors=neighbours, n_jobs=1)
+    model.fit(x.astype(np.float64), y)
+    return _top(model.feature_importances_)
+
+
+@_register("hsic_lasso", nested=True, B=20, M=3)
+def _hsic_lasso(x, y, k, seed, B=20, M=3):
+    """HSIC Lasso (package ``pyHSICLasso``, block size B = 20, M = 3 permutations, its defaults);
+    its ranked ``k`` features first, the rest in random order (it ranks only what it selects)."""
+    api = _need("pyHSICLasso", "pyHSICLasso")
+    import contextlib
+    import io
+    import warnings
+
+    if not hasattr(np.linalg, "linalg"):  # pyHSICLasso 1.4.2 catches np.linalg.linalg.LinAlgError,
+        np.linalg.linalg = np.linalg._linalg  # a module numpy 2 renamed; without it a singular step crashes
+    model = api.HSICLasso()
+    np.random.seed(seed)  # its permutations use the global generator
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "B must divide n": it drops the remainder
+        model.input(x.astype(np.float64), (y + 1).astype(np.int64))
+        model.classification(num_feat=k, B=B, M=M, n_jobs=1)
+    chosen = np.asarray(model.get_index(), dtype=np.int64)
+    rest = np.setdiff1d(np.arange(x.shape[1]), chosen)
+    return np.concatenate([chosen, np.random.default_rng(seed).permutation(rest)])
+
+
+@_register("mrmr", nested=True)
+def _mrmr(x, y, k, seed):
+    """mRMR (package ``mrmr-selection``: F-statistic relevance, Pearson redundancy); greedy order,
+    then the rest by F-statistic."""
+    mrmr = _need("mrmr", "mrmr-selection")
+    import pandas as pd
+
+    frame = pd.DataFrame(x, columns=[str(i) for i in range(x.shape[1])])
+    chosen = mrmr.mrmr_classif(X=frame, y=pd.Series(y), K=k, n_jobs=1, show_progress=False)
+    chosen = np.asarray([int(c) for c in chosen], dtype=np.int64)
+    rest = _f_classif(x, y, k, seed)
+    return np.concatenate([chosen, rest[~np.isin(rest, chosen)]])
 
 
 def rank_features(method: str, x: np.ndarray, y: np.ndarray, k: int, seed: int, **params) -> np.ndarray:

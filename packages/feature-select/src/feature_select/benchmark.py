@@ -33,7 +33,7 @@ class GridConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     methods: list[str] = field(default_factory=lambda: METHODS.names())
     method_params: dict[str, dict] = field(default_factory=dict)
-    split_seed: int = 42
+    split_seed: int = 42  # split of seed s uses random_state split_seed + s
     test_size: float = 0.2
 
     def validate(self) -> None:
@@ -74,9 +74,10 @@ def run_grid(
         if not todo:
             continue
         dataset = load_dataset(dataset_name, data_dir)
-        split = split_and_scale(dataset, cfg.test_size, cfg.split_seed)
-        d = split.x_train.shape[1]
+        d = dataset.x.shape[1]
         for seed in cfg.seeds:
+            # the paper's protocol: a stratified split per seed, scaler fitted on its training part
+            split = split_and_scale(dataset, cfg.test_size, cfg.split_seed + seed)
             for method_name in cfg.methods:
                 method = METHODS.create(method_name)
                 ks = [k for k in cfg.ks if (dataset_name, method_name, k, seed) not in done]
@@ -104,6 +105,7 @@ def run_grid(
                         **scores,
                         "select_seconds": rank_seconds,
                         "nested": method.nested,
+                        "split_seed": cfg.split_seed + seed,
                         "features": [int(f) for f in features],
                     }
                     writer.append(row)

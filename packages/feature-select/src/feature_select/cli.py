@@ -24,7 +24,7 @@ def _ints(text: str, name: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{name} must be comma-separated integers, got {text!r}") from None
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -32,51 +32,67 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 @app.command()
-def datasets() -> None:
-    """List the data sets known by name (scikit-feature files need --data-dir or $RESEARCH_DATA_DIR)."""
-    from feature_select.data import DATASETS
+def datasets(
+    data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default: $RESEARCH_DATA_DIR)."),
+) -> None:
+    """List the data sets known by name: registered ones and every .mat/.csv/.npz file in the data directory."""
+    from feature_select.data import DATASETS, find_data_files
 
-    for name in DATASETS.names():
-        typer.echo(name)
+    files = find_data_files(data_dir)
+    for name in sorted(set(DATASETS.names()) | set(files)):
+        typer.echo(f"{name}\t{files[name]}" if name in files else name)
 
 
 @app.command()
 def run(
     dataset: str = typer.Option(
-        "madelon", "--dataset", help="Data set name (see `feature-select datasets`)."
+        "madelon",
+        "--dataset",
+        help="A .mat (X, Y) / .csv (label column) / .npz (X, y) path, or a name from `feature-select datasets`.",
     ),
     k: int = typer.Option(50, "--k", help="Number of features to select."),
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory (default: $RESEARCH_DATA_DIR)."),
     out: pathlib.Path = typer.Option(
         pathlib.Path("results/run/feature-select"), "--out", help="Output directory."
     ),
-    epochs: int = typer.Option(40, "--epochs", help="Training epochs."),
+    epochs: int = typer.Option(100, "--epochs", help="Training epochs (reference: 100)."),
     hidden: str = typer.Option(
-        "300,300", "--hidden", help="Hidden layer sizes, comma separated (paper: 1000,1000,1000)."
+        "1000,1000,1000", "--hidden", help="Hidden layer sizes, comma separated (reference: 1000,1000,1000)."
     ),
     epsilon: float = typer.Option(13.0, "--epsilon", help="Erdős–Rényi sparsity parameter."),
-    lr: float = typer.Option(0.05, "--lr", help="SGD learning rate."),
-    batch_size: int = typer.Option(50, "--batch-size", help="Mini-batch size."),
+    lr: float = typer.Option(0.01, "--lr", help="SGD learning rate (reference: 0.01)."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Mini-batch size (default: clip(n_train // 8, 16, 100))."
+    ),
     backend: str = typer.Option("auto", "--backend", help="sparse, dense or auto (by density)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N, mps."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
-    """Run NeuroFS on one data set: selected features, classifier accuracies, weights (safetensors)."""
+    """Run NeuroFS on one data set: complete ranking, classifier accuracies, weights (safetensors)."""
     from feature_select.data import load_dataset, split_and_scale
     from feature_select.evaluation import evaluate_subset
     from feature_select.selector import NeuroFS
+    from feature_select.training import NeuroFSConfig
     from research_systems_core.checkpoint import save_checkpoint
     from research_systems_core.metadata import run_metadata
     from research_systems_core.results import write_json
     from research_systems_core.seeding import seed_everything
+    from research_systems_core.torch_utils import resolve_device
+    from research_systems_core.validation import check_int
 
-    seed_everything(seed)
-    data = load_dataset(dataset, data_dir)
-    split = split_and_scale(data)
     params = dict(
         hidden=_hidden(hidden), epochs=epochs, epsilon=epsilon, lr=lr, batch_size=batch_size, backend=backend
     )
+    check_int("--k", k, minimum=1)
+    NeuroFSConfig(k=k, **params).validate(k)  # options checked before any data is read
+    resolve_device(device)
+    seed_everything(seed)
+    data = load_dataset(dataset, data_dir)
+    if k > data.x.shape[1]:
+        raise ValueError(f"--k must be <= the {data.x.shape[1]} features of {dataset}, got {k}")
+    split = split_and_scale(data)
     start = time.perf_counter()
-    selector = NeuroFS(n_features_to_select=k, random_state=seed, scale=None, **params)
+    selector = NeuroFS(n_features_to_select=k, random_state=seed, scale=None, device=device, **params)
     selector.fit(split.x_train, split.y_train)
     seconds = time.perf_counter() - start
     scores = evaluate_subset(
@@ -106,6 +122,10 @@ def run(
         "dataset": dataset,
         "k": k,
         "selected_features": selector.selected_features_.tolist(),
+        "ranking": selector.ranking_.tolist(),
+        "last_active_epoch": selector.last_active_epoch_.tolist(),
+        "batch_size": selector.batch_size_,
+        "device": selector.device_,
         "accuracy": scores,
         "fit_seconds": seconds,
         "history": selector.history_,

@@ -7,6 +7,7 @@ test together, the scaler is fitted on the training split only.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from research_systems_core.data import require_path, resolve_data_dir
+from research_systems_core.data import DatasetNotFoundError, require_path, resolve_data_dir
 from research_systems_core.registry import Registry
 from research_systems_core.validation import check_int, check_range
 
@@ -25,7 +26,9 @@ __all__ = [
     "Dataset",
     "DatasetFileError",
     "Split",
+    "find_data_files",
     "load_dataset",
+    "load_file",
     "load_scikit_feature",
     "make_synthetic",
     "split_and_scale",
@@ -73,29 +76,135 @@ def _encode_labels(y: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(y).ravel(), return_inverse=True)[1].astype(np.int64)
 
 
-def load_scikit_feature(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load ``<data-dir>/scikit-feature/<name>.mat`` (keys ``X`` and ``Y``)."""
+FILE_SUFFIXES = (".mat", ".csv", ".npz")
+LABEL_COLUMNS = ("label", "labels", "y", "class", "target")
+
+
+def _scaling_for(name: str) -> str:
+    return "standard" if name in STANDARD_SCALED else "minmax"
+
+
+def _finish(path: pathlib.Path, name: str, x, y) -> Dataset:
+    """Shape and value checks shared by every file format."""
+    import scipy.sparse as sp
+
+    y = np.asarray(y).ravel()
+    if sp.issparse(x):
+        x = sp.csr_array(x, dtype=np.float64)
+        values = x.data
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        values = x
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise DatasetFileError(f"{path}: X has shape {x.shape} but Y has {y.shape[0]} labels")
+    if x.shape[0] < 2 or x.shape[1] < 1:
+        raise DatasetFileError(f"{path}: X has shape {x.shape}; need at least 2 samples and 1 feature")
+    if not np.isfinite(values).all():
+        bad = np.nonzero(~np.isfinite(x.toarray() if sp.issparse(x) else x).all(axis=0))[0][:8].tolist()
+        raise DatasetFileError(f"{path}: X contains NaN or infinite values (columns {bad}...)")
+    if np.unique(y).size < 2:
+        raise DatasetFileError(f"{path}: Y has a single class ({y[0]!r}); feature selection needs >= 2")
+    return Dataset(name, x, _encode_labels(y), _scaling_for(name), meta={"source": str(path)})
+
+
+def _read_mat(path: pathlib.Path):
     import scipy.io
 
-    path = require_path(resolve_data_dir(data_dir), pathlib.Path("scikit-feature") / f"{name}.mat", HINT)
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises several types for corrupt files
         raise DatasetFileError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     missing = [key for key in ("X", "Y") if key not in mat]
     if missing:
-        raise DatasetFileError(f"{path} has no {' or '.join(missing)} variable (found {sorted(mat)})")
-    x = mat["X"]
-    if hasattr(x, "toarray"):
-        x = x.toarray()
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(mat["Y"]).ravel()
-    if x.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise DatasetFileError(f"{path}: X has shape {x.shape} but Y has {y.shape[0]} labels")
-    if not np.isfinite(x).all():
-        raise DatasetFileError(f"{path}: X contains NaN or infinite values")
-    scaling = "standard" if name in STANDARD_SCALED else "minmax"
-    return Dataset(name, x, _encode_labels(y), scaling, meta={"source": str(path)})
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetFileError(
+            f"{path} has no {' or '.join(missing)} variable (found {found}); a feature-selection "
+            ".mat file needs X (samples x features) and Y (labels), as the scikit-feature files do"
+        )
+    return mat["X"], mat["Y"]
+
+
+def _read_npz(path: pathlib.Path):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            x_key = next((k for k in ("X", "x") if k in keys), None)
+            y_key = next((k for k in ("Y", "y") if k in keys), None)
+            if x_key is None or y_key is None:
+                raise DatasetFileError(
+                    f"{path} needs arrays X and y (found {sorted(keys)}); save with np.savez(path, X=X, y=y)"
+                )
+            return npz[x_key], npz[y_key]
+    except DatasetFileError:
+        raise
+    except Exception as exc:
+        raise DatasetFileError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_csv(path: pathlib.Path):
+    """Numeric CSV; the label is a column named label/y/class/target, else the last column."""
+    import csv
+
+    try:
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetFileError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if len(rows) < 3:
+        raise DatasetFileError(f"{path} has {len(rows)} rows; need a header or data plus >= 2 samples")
+
+    def numeric(row: list[str]) -> bool:
+        try:
+            [float(v) for v in row]
+        except ValueError:
+            return False
+        return True
+
+    header = None if numeric(rows[0]) else [h.strip().lower() for h in rows[0]]
+    body = rows[1:] if header is not None else rows
+    label_col = len(body[0]) - 1
+    if header is not None:
+        label_col = next((header.index(n) for n in LABEL_COLUMNS if n in header), label_col)
+    if any(len(r) != len(body[0]) for r in body):
+        raise DatasetFileError(f"{path}: rows have different numbers of columns")
+    labels = [r[label_col] for r in body]
+    features = [r[:label_col] + r[label_col + 1 :] for r in body]
+    try:
+        x = np.array(features, dtype=np.float64)
+    except ValueError as exc:
+        raise DatasetFileError(f"{path}: a feature value is not a number ({exc})") from None
+    return x, np.array(labels)
+
+
+READERS = {".mat": _read_mat, ".npz": _read_npz, ".csv": _read_csv}
+
+
+def load_file(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
+    """Load a ``.mat`` (X, Y), ``.npz`` (X, y) or ``.csv`` (label column) file; X may be sparse."""
+    path = pathlib.Path(path)
+    if path.suffix.lower() not in READERS:
+        raise ValueError(f"unsupported dataset file {path}: the suffix must be one of {FILE_SUFFIXES}")
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {path} does not exist")
+    x, y = READERS[path.suffix.lower()](path)
+    return _finish(path, name or path.stem, x, y)
+
+
+def load_scikit_feature(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """Load ``<data-dir>/scikit-feature/<name>.mat`` (keys ``X`` and ``Y``)."""
+    path = require_path(resolve_data_dir(data_dir), pathlib.Path("scikit-feature") / f"{name}.mat", HINT)
+    return load_file(path, name)
+
+
+def find_data_files(data_dir: str | os.PathLike[str] | None = None) -> dict[str, pathlib.Path]:
+    """Every ``.mat``/``.csv``/``.npz`` file under the data directory, by stem (first found wins)."""
+    root = resolve_data_dir(data_dir)
+    found: dict[str, pathlib.Path] = {}
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):
+            if path.suffix.lower() in READERS and path.is_file():
+                found.setdefault(path.stem, path)
+    return found
 
 
 def make_synthetic(
@@ -151,15 +260,45 @@ DATASETS.register("synthetic-20000")(
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load a registered data set by name (see ``DATASETS.names()``)."""
-    return DATASETS.get(name)(data_dir=data_dir)
+    """A data set by file path (``.mat``/``.csv``/``.npz``), registered name, or the stem of any
+    such file found under the data directory (e.g. a new ``my_genes.mat`` is ``my_genes``)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"dataset must be a non-empty name or path, got {name!r}")
+    path = pathlib.Path(name).expanduser()
+    if path.suffix.lower() in READERS or path.is_file():
+        return load_file(path)
+    if name in DATASETS:
+        return DATASETS.get(name)(data_dir=data_dir)
+    files = find_data_files(data_dir)
+    matches = {k: v for k, v in files.items() if k.lower() == name.lower()}
+    if matches:
+        stem, file = next(iter(matches.items()))
+        return load_file(file, stem)
+    known = sorted(set(DATASETS.names()) | set(files))
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {close}?" if close else ""
+    raise DatasetNotFoundError(
+        f"unknown dataset {name!r}: not a .mat/.csv/.npz path, a registered name or a file in "
+        f"{resolve_data_dir(data_dir)}{hint} (known: {', '.join(known)})"
+    )
 
 
-def split_and_scale(dataset: Dataset, test_size: float = 0.2, seed: int = 42) -> Split:
-    """Train/test split (the reference's 80/20, fixed seed 42) and a scaler fitted on train only."""
+def split_and_scale(dataset: Dataset, test_size: float = 0.2, seed: int = 42, stratify: bool = True) -> Split:
+    """Stratified train/test split (80/20) and a scaler fitted on the training part only.
+
+    The paper's protocol: several such splits (``seed``), the reference's scaler per data set
+    (StandardScaler for BASEHOCK and madelon, MinMaxScaler otherwise). A sparse X is densified
+    first (the benchmark sets are small); use :class:`~feature_select.NeuroFS` directly to keep
+    a large sparse matrix sparse.
+    """
+    import scipy.sparse as sp
+
     check_range("test_size", test_size, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    x = dataset.x.toarray() if sp.issparse(dataset.x) else dataset.x
+    counts = np.bincount(dataset.y)
+    use_strata = stratify and counts[counts > 0].min() >= 2
     x_train, x_test, y_train, y_test = train_test_split(
-        dataset.x, dataset.y, test_size=test_size, random_state=seed
+        x, dataset.y, test_size=test_size, random_state=seed, stratify=dataset.y if use_strata else None
     )
     scaler = StandardScaler() if dataset.scaling == "standard" else MinMaxScaler()
     scaler.fit(x_train)

@@ -34,8 +34,25 @@ CLAIM = (
     "features, ranked per data set and K) among the compared supervised feature selection methods."
 )
 
-# NeuroFS shrunk to fit this CPU: hidden 200-200 instead of 1000-1000-1000, 30 epochs, lr 0.05.
-NEUROFS_SMALL = {"hidden": (200, 200), "epochs": 30, "lr": 0.05, "batch_size": 50}
+# NeuroFS shrunk to fit this CPU (reference: 1000-1000-1000, 100 epochs); lr, momentum, L2, the
+# batch size rule (clip(n // 8, 16, 100)), epsilon and zeta are the package defaults.
+NEUROFS_SMALL = {"hidden": (300, 300, 300), "epochs": 40}
+SCIKIT_FEATURE_ALL = ["ALLAML", "BASEHOCK", "COIL20", "Isolet", "PCMAC", "Prostate_GE", "arcene", "madelon"]
+# the paper's baselines that run in minutes here; mrmr is registered but left out of the timed
+# runs (mrmr-selection took 36 s for K = 5 on 80 x 3000 here: hours for K = 100 on all sets).
+# stg (stochastic gates, 0.1.2, its last release) is left out: it uses collections.Sequence, removed
+# in Python 3.10, and fails in its first training step on the Python 3.11 we require.
+PROTOCOL_METHODS = [
+    "neurofs",
+    "lassonet",
+    "relieff",
+    "hsic_lasso",
+    "f_classif",
+    "mutual_info",
+    "sfm_extratrees",
+    "sfm_l1",
+    "random",
+]
 
 
 @dataclass
@@ -51,33 +68,24 @@ class ReproConfig:
 
 
 def quick_config() -> ReproConfig:
-    """<= 2.5 minutes on one core: 2 data sets, 2 K values, 2 seeds, fast baselines."""
+    """< 3 minutes here: every scikit-feature set, 1 split, K in {25, 50}, the fast methods."""
     grid = GridConfig(
-        datasets=["madelon", "Prostate_GE"],
+        datasets=list(SCIKIT_FEATURE_ALL),
         ks=[25, 50],
-        seeds=[0, 1],
+        seeds=[0],
         methods=["neurofs", "f_classif", "sfm_extratrees", "sfm_l1", "random"],
-        method_params={"neurofs": {**NEUROFS_SMALL, "epochs": 25}},
+        method_params={"neurofs": {**NEUROFS_SMALL, "hidden": (200, 200), "epochs": 20}},
     )
     return ReproConfig(grid, synthetic_features=300, synthetic_samples=600, quick=True)
 
 
 def full_config() -> ReproConfig:
-    """The real small-scale reproduction (~23 minutes on one core, 40 % of it LassoNet; resumable)."""
+    """The paper's protocol on the 8 scikit-feature sets: 3 stratified splits, K in {25, 50, 100}."""
     grid = GridConfig(
-        datasets=["madelon", "Isolet", "BASEHOCK", "arcene", "Prostate_GE"],
+        datasets=list(SCIKIT_FEATURE_ALL),
         ks=[25, 50, 100],
         seeds=[0, 1, 2],
-        methods=[
-            "neurofs",
-            "f_classif",
-            "mutual_info",
-            "rfe_svm",
-            "sfm_extratrees",
-            "sfm_l1",
-            "lassonet",
-            "random",
-        ],
+        methods=list(PROTOCOL_METHODS),
         method_params={"neurofs": dict(NEUROFS_SMALL)},
     )
     return ReproConfig(grid)

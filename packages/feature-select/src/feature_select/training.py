@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """The loss became NaN or infinite (learning rate too high or unscaled features)."""
+
+
 def default_batch_size(n_samples: int) -> int:
     """Batch size tied to the number of training samples: ``clip(n // 8, 16, 100)``.
 
@@ -91,6 +95,10 @@ class NeuroFSConfig:
             raise ValueError(f"hidden must be a non-empty sequence of layer sizes, got {self.hidden!r}")
         for size in self.hidden:
             check_int("hidden layer size", size, minimum=1)
+        for name in ("epsilon", "lr", "weight_decay", "momentum", "zeta_in", "zeta_hid", "frac_epoch_remove"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         check_positive("epsilon", self.epsilon)
         check_range("zeta_in", self.zeta_in, 0.0, 1.0, high_inclusive=False)
         check_range("zeta_hid", self.zeta_hid, 0.0, 1.0, high_inclusive=False)
@@ -311,7 +319,7 @@ def train_neurofs(x, y: np.ndarray, n_classes: int, cfg: NeuroFSConfig) -> Neuro
         start = time.perf_counter()
         loss, accuracy = train_one_epoch(model, features, y_t, cfg, batch, generator)
         if not math.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"NeuroFS training diverged at epoch {epoch} (loss {loss}); lower lr or scale X"
             )
         train_time = time.perf_counter() - start
