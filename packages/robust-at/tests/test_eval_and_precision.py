@@ -108,22 +108,35 @@ def test_eval_rejects_bad_options_before_loading(run_dir) -> None:
         assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
-def test_bf16_autocast_attack_is_as_strong_as_fp32(run_dir) -> None:
-    from research_systems_core.precision import autocast
-    from robust_at.eval_run import load_model_weights
-    from robust_at.train import build_model
+def test_bf16_autocast_attack_is_as_strong_as_fp32() -> None:
+    import torch.nn.functional as F
 
-    cfg = build_config(None, TINY)
-    data = load_dataset("digits", val_size=40, train_size=120)
-    model = build_model(cfg, data)
-    model.load_state_dict(load_model_weights(run_dir / "model_last.safetensors"))
+    from research_systems_core.precision import autocast
+    from robust_at.data import batches
+    from robust_at.evaluate import clean_accuracy
+    from robust_at.models import create_model
+
+    data = load_dataset("digits", val_size=0, train_size=1000)
+    torch.manual_seed(0)
+    model = create_model("small-cnn", 10, 1, width=16, depth=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(5):  # a model that classifies (clean ~0.99), so the attack has work to do
+        for xb, yb in batches(
+            data.x_train, data.y_train, 64, shuffle=True, generator=torch.Generator().manual_seed(epoch)
+        ):
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    model.eval()
     x, y = data.x_test[:400], data.y_test[:400]
+    clean = clean_accuracy(model, x, y)["acc"]
     accs = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         accs[precision] = pgd_accuracy(
-            model, x, y, eps=0.1, step_size=0.025, steps=10, precision=precision, batch_size=200
+            model, x, y, eps=0.05, step_size=0.0125, steps=10, precision=precision, batch_size=200
         )["acc"]
+    assert clean > 0.9 and accs["fp32"] < clean - 0.05  # the attack bites
     with autocast("cpu", "bf16"):  # autocast really ran in bf16
         assert model(x[:2]).dtype == torch.bfloat16
     assert abs(accs["bf16"] - accs["fp32"]) <= 0.01, accs
