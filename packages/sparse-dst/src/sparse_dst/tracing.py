@@ -238,7 +238,14 @@ class _Analysis:
     # ---------------------------------------------------------------- traversal
     def run(self) -> None:
         for node in self.graph.graph.nodes:
-            self.layouts[node] = self.visit(node)
+            try:
+                self.layouts[node] = self.visit(node)
+            except (AttributeError, IndexError, TypeError, ValueError, ZeroDivisionError) as error:
+                # an operation whose arguments this analysis does not understand: refuse, never guess
+                self.unknown(
+                    node, self.tracked_inputs(node), f"{_describe(node)} could not be analysed ({error})"
+                )
+                self.layouts[node] = None
 
     def tracked_inputs(self, node: fx.Node) -> list[tuple[fx.Node, _Layout]]:
         return [(n, lay) for n in node.all_input_nodes if (lay := self.layouts.get(n)) is not None]
@@ -277,6 +284,9 @@ class _Analysis:
         if isinstance(module, (nn.Linear, *_CONVS)):
             return self.visit_layer(node, name, module, layout, tracked)
         if not tracked:
+            return None
+        if layout is None:
+            self.unknown(node, tracked, f"{name} takes these channels as a secondary argument")
             return None
         if isinstance(module, _NORMS):
             if layout.cdim != 1 or layout.fpc != 1:
