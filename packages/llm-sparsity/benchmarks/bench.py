@@ -14,6 +14,7 @@ Usage: python benchmarks/bench.py --out DIR [--smoke | --quick]
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -52,32 +53,57 @@ def _warm_up(kind: str) -> None:
         )
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]  # fmt: skip
+
+
+def _malloc_in_use() -> int:
+    """Bytes the C allocator has handed out and not taken back (all arenas + mmapped blocks)."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _Mallinfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
 class PeakRSS:
-    """Peak resident memory above the baseline while the block runs (sampling thread)."""
+    """Peak memory above the baseline while the block runs (sampling thread): ``extra`` counts the
+    bytes allocated through malloc (what the code holds; torch's CPU tensors come from malloc),
+    ``extra_rss`` the anonymous resident set (also counts pages the allocator keeps after frees)."""
 
     def __enter__(self) -> PeakRSS:
         self._stop = False
-        self.peak = 0
+        self.peak = self.peak_rss = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         time.sleep(0.05)  # the sampler's own stack and arena are not the measured code's memory
-        self.base = _rss()
-        self.peak = self.base
+        self.base, self.base_rss = _malloc_in_use(), _rss()
+        self.peak, self.peak_rss = self.base, self.base_rss
         return self
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, _malloc_in_use())
+        self.peak_rss = max(self.peak_rss, _rss())
 
     def _run(self) -> None:
         while not self._stop:
-            self.peak = max(self.peak, _rss())
+            if self.peak:
+                self._sample()
             time.sleep(0.0002)
 
     def __exit__(self, *exc: Any) -> None:
-        self.peak = max(self.peak, _rss())
+        self._sample()
         self._stop = True
         self._thread.join()
 
     @property
     def extra(self) -> int:
         return self.peak - self.base
+
+    @property
+    def extra_rss(self) -> int:
+        return self.peak_rss - self.base_rss
 
 
 def _model(name: str):
@@ -133,7 +159,12 @@ def worker(kind: str, model_name: str, sparsity: float) -> dict[str, Any]:
         from safetensors.torch import save_file
 
         save_file({n: m.contiguous() for n, m in kept.items()}, out_path)
-    return {"seconds": seconds, "extra_bytes": mem.extra, "weight_bytes": weight_bytes}
+    return {
+        "seconds": seconds,
+        "extra_bytes": mem.extra,
+        "extra_rss_bytes": mem.extra_rss,
+        "weight_bytes": weight_bytes,
+    }
 
 
 def _spawn(kind: str, model: str, sparsity: float, mask_out: Path) -> dict[str, Any]:
@@ -196,6 +227,8 @@ def bench_global_magnitude(out: Path, models: list[str], repeats: int) -> list[d
                 goal="<= 0.10",
                 met=m_ours <= 0.10,
                 ratio=(m_torch / m_ours) if m_ours > 0 else None,
+                rss_ours=statistics.median(r["extra_rss_bytes"] for r in runs["ours"]) / wb,
+                rss_peer=statistics.median(r["extra_rss_bytes"] for r in runs["torch"]) / wb,
             )
         )
     return rows
