@@ -219,3 +219,74 @@ def test_masking_and_chase_reject_bad_arguments() -> None:
             Masking(model, opt, DSTConfig(), steps)
     with pytest.raises(ValueError, match="example input"):
         Chase(_net(), opt, ChaseConfig(), 10, example_input=torch.randn(2, 5))
+
+
+class _Generated(nn.Module):
+    """A small CNN assembled from generated blocks: plain conv, residual, concatenation, depthwise."""
+
+    def __init__(self, kinds: list[str], width: int) -> None:
+        super().__init__()
+        self.kinds = kinds
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.blocks = nn.ModuleList()
+        channels = width
+        for kind in kinds:
+            if kind == "concat":
+                block = nn.ModuleList([nn.Conv2d(channels, 4, 1), nn.BatchNorm2d(channels + 4)])
+                channels += 4
+            elif kind == "depthwise":
+                block = nn.ModuleList(
+                    [nn.Conv2d(channels, channels, 3, padding=1, groups=channels), nn.BatchNorm2d(channels)]
+                )
+            else:  # plain or residual
+                block = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)])
+            self.blocks.append(block)
+        self.head = nn.Linear(channels * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for kind, (conv, bn) in zip(self.kinds, self.blocks, strict=True):
+            if kind == "concat":
+                x = torch.relu(bn(torch.cat([x, conv(x)], 1)))
+            elif kind == "residual":
+                x = torch.relu(x + bn(conv(x)))
+            else:
+                x = torch.relu(bn(conv(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 2), 1))
+
+
+@FUZZ
+@given(
+    kinds=st.lists(st.sampled_from(["plain", "residual", "concat", "depthwise"]), min_size=1, max_size=5),
+    width=st.integers(2, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_generated_networks_slim_equals_masked(kinds: list[str], width: int, seed: int) -> None:
+    from sparse_dst.surgery import module_index_masks
+
+    torch.manual_seed(seed)
+    model = _Generated(kinds, width).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.bias.normal_(0, 0.2)
+    x = torch.randn(2, 3, 6, 6)
+    groups, skipped = analyse(model, x)
+    assert skipped["head"] == "its channels reach the model output"
+    # a residual add of a concatenation with one conv output cannot be tied channel by channel: refused
+    assert all(k == "head" or "split differently" in r for k, r in skipped.items()), skipped
+    if "concat" not in kinds:
+        assert set(skipped) == {"head"}, skipped
+    gen = torch.Generator().manual_seed(seed)
+    keep = {g.name: (torch.rand(g.size, generator=gen) < 0.5) | (torch.arange(g.size) == 0) for g in groups}
+    rows, cols = module_index_masks(model, keep, groups)
+    with torch.no_grad():
+        for name, r in rows.items():
+            module = model.get_submodule(name)
+            if not isinstance(module, nn.BatchNorm2d):
+                module.weight[~r] = 0.0
+        for name, c in cols.items():
+            model.get_submodule(name).weight[:, ~c] = 0.0
+        slim = remove_channels(model, keep, groups)
+        assert torch.allclose(slim(x), model(x), atol=1e-5, rtol=1e-4)
