@@ -1,8 +1,11 @@
 """feature-select benchmarks: sparse vs dense-masked NeuroFS, and NeuroFS vs LassoNet.
 
-    python packages/feature-select/benchmarks/bench.py --out DIR [--quick] [--data-dir DIR]
+    python packages/feature-select/benchmarks/bench.py --out DIR [--smoke | --quick] [--data-dir DIR]
 
-Writes ``DIR/bench.json``. Every fit runs in its own subprocess so peak memory (max RSS above the
+Writes ``DIR/bench.json`` (schema of ``research_systems_core.bench``: environment, then rows with
+ours / peer / ratio / goal / met). Goals (issue 21): sparse fit >= 2x dense-masked at 20k
+features; NeuroFS fit time <= 0.5x LassoNet's (documented defaults) at equal or better SVC
+accuracy, K = 25 and 50, on madelon and a high-dimensional set (arcene). Every fit runs in its own subprocess so peak memory (max RSS above the
 process' RSS just before the fit) is measured per configuration. Parts:
 
 1. kernel: forward+backward time of one SparseLinear layer, sparse vs dense backend, across
@@ -58,13 +61,15 @@ def worker(spec: dict) -> dict:
 
     NeuroFS(2, hidden=(4,), epochs=1, backend="sparse").fit(split.x_train[:20, :5], np.arange(20) % 2)
     NeuroFS(2, hidden=(4,), epochs=1, backend="dense").fit(split.x_train[:20, :5], np.arange(20) % 2)
+    d = split.x_train.shape[1]
+    spec = {**spec, "k": min(spec["k"], d), "eval_ks": [min(k, d) for k in spec.get("eval_ks", [spec["k"]])]}
     base = _rss_mb()
     start = time.perf_counter()
     if spec["method"] == "neurofs":
         sel = NeuroFS(spec["k"], random_state=0, scale=None, **spec["params"]).fit(
             split.x_train, split.y_train
         )
-        features = sel.selected_features_
+        features = sel.ranking_
         layers = sel.model_.sparse_layers
         extra = {
             "backend_per_layer": [layer.backend for layer in layers],
@@ -77,13 +82,15 @@ def worker(spec: dict) -> dict:
     else:
         from feature_select.baselines import rank_features
 
-        features = rank_features("lassonet", split.x_train, split.y_train, spec["k"], 0, **spec["params"])[
-            : spec["k"]
-        ]
+        features = rank_features("lassonet", split.x_train, split.y_train, spec["k"], 0, **spec["params"])
         extra = {}
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    acc = evaluate_subset(split.x_train, split.y_train, split.x_test, split.y_test, features)
+    ks = spec.get("eval_ks", [spec["k"]])
+    acc = {
+        str(k): evaluate_subset(split.x_train, split.y_train, split.x_test, split.y_test, features[:k])
+        for k in ks
+    }
     out = {
         **{k: v for k, v in spec.items() if k != "data_dir"},
         "fit_seconds": round(seconds, 3),
@@ -92,7 +99,7 @@ def worker(spec: dict) -> dict:
         **extra,
     }
     if informative is not None:
-        out["recovery"] = recovery_rate(np.asarray(features), informative)
+        out["recovery"] = recovery_rate(np.asarray(features[: spec["k"]]), informative)
     return out
 
 
@@ -105,7 +112,7 @@ def _run_worker(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def kernel_sweep(quick: bool) -> list[dict]:
+def kernel_sweep(quick: bool, reps: int | None = None) -> list[dict]:
     """Forward+backward ms of one layer (batch 100) per backend and density."""
     import numpy as np
     import torch
@@ -113,9 +120,12 @@ def kernel_sweep(quick: bool) -> list[dict]:
     from feature_select.sparse_linear import SparseLinear
 
     torch.set_num_threads(1)
+    reps_override = reps
     rows_out = []
     shapes = [(20000, 300), (500, 300)] if not quick else [(5000, 300), (500, 300)]
     densities = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    if reps == 1:  # smoke
+        shapes, densities = [(2000, 100)], [0.01, 0.1]
     rng = np.random.default_rng(0)
     for n_in, n_out in shapes:
         x = torch.randn(100, n_in)
@@ -134,7 +144,7 @@ def kernel_sweep(quick: bool) -> list[dict]:
                     layer(xs).sum().backward()
 
                 step()
-                reps = 3 if quick else 8
+                reps = reps_override or (3 if quick else 8)
                 start = time.perf_counter()
                 for _ in range(reps):
                     step()
@@ -152,12 +162,120 @@ def kernel_sweep(quick: bool) -> list[dict]:
     return rows_out
 
 
+MODES = {
+    # mode: (kernel shapes quick?, NeuroFS epochs, synthetic width, hidden, LassoNet params, data sets)
+    "smoke": dict(
+        kernel_quick=True,
+        epochs=2,
+        n_synth=2000,
+        hidden=[32, 32],
+        datasets=["wine"],
+        lassonet={"hidden_dims": [8], "path_multiplier": 2.0, "n_iters": [10, 3]},
+    ),
+    "quick": dict(
+        kernel_quick=True, epochs=10, n_synth=5000, hidden=[300, 300], datasets=["madelon"], lassonet={}
+    ),
+    "full": dict(
+        kernel_quick=False,
+        epochs=40,
+        n_synth=20000,
+        hidden=[300, 300, 300],
+        datasets=["madelon", "arcene"],
+        lassonet={},
+    ),
+}
+
+
+def _fit_rows(mode: str, cfg: dict, data_dir: str | None) -> tuple[list[dict], list[dict]]:
+    """Sparse vs dense NeuroFS at the synthetic width, NeuroFS vs LassoNet on real data."""
+    from research_systems_core.bench import ratio_row
+
+    rows, fits = [], []
+    params = {"hidden": cfg["hidden"], "epochs": cfg["epochs"]}
+    by_backend = {}
+    for backend in ("dense", "sparse"):  # alternated, so load moves both alike
+        spec = {
+            "method": "neurofs",
+            "dataset": "synthetic",
+            "n_features": cfg["n_synth"],
+            "k": 50,
+            "params": {**params, "backend": backend},
+            "data_dir": data_dir,
+        }
+        by_backend[backend] = _run_worker(spec)
+        fits.append(by_backend[backend])
+    dense, sparse = by_backend["dense"], by_backend["sparse"]
+    if "fit_seconds" in dense and "fit_seconds" in sparse:
+        speedup = dense["fit_seconds"] / sparse["fit_seconds"]
+        rows.append(
+            ratio_row(
+                f"NeuroFS fit, sparse vs dense-masked, {cfg['n_synth']} features",
+                sparse["fit_seconds"],
+                dense["fit_seconds"],
+                unit="s",
+                goal=">= 2x at 20k features",
+                higher_is_better=False,
+                met=bool(speedup >= 2.0) if cfg["n_synth"] >= 20000 else None,
+                peak_mb_sparse=sparse["peak_rss_above_start_mb"],
+                peak_mb_dense=dense["peak_rss_above_start_mb"],
+            )
+        )
+        if cfg["n_synth"] < 20000:
+            rows[-1]["goal"] = None
+    for dataset in cfg["datasets"]:
+        ours = _run_worker(
+            {
+                "method": "neurofs",
+                "dataset": dataset,
+                "n_features": 0,
+                "k": 50,
+                "eval_ks": [25, 50],
+                "params": params,
+                "data_dir": data_dir,
+            }
+        )
+        peer = _run_worker(
+            {
+                "method": "lassonet",
+                "dataset": dataset,
+                "n_features": 0,
+                "k": 50,
+                "eval_ks": [25, 50],
+                "params": cfg["lassonet"],
+                "data_dir": data_dir,
+            }
+        )
+        fits += [ours, peer]
+        if "fit_seconds" not in ours or "fit_seconds" not in peer:
+            continue
+        keys = list(ours["accuracy"])
+        acc_ok = all(ours["accuracy"][k]["svc"] >= peer["accuracy"][k]["svc"] for k in keys)
+        ratio = ours["fit_seconds"] / peer["fit_seconds"]
+        rows.append(
+            ratio_row(
+                f"NeuroFS vs LassoNet fit time, {dataset}",
+                ours["fit_seconds"],
+                peer["fit_seconds"],
+                unit="s",
+                goal="<= 0.5x LassoNet at >= its SVC accuracy (K=25, 50)",
+                higher_is_better=False,
+                met=bool(ratio <= 0.5 and acc_ok) if mode != "smoke" else None,
+                svc_ours={k: ours["accuracy"][k]["svc"] for k in keys},
+                svc_lassonet={k: peer["accuracy"][k]["svc"] for k in keys},
+            )
+        )
+        if mode == "smoke":
+            rows[-1]["goal"] = None
+    return rows, fits
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default=None, help="output directory for bench.json (required)")
-    parser.add_argument("--quick", action="store_true", help="small sizes, a couple of minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, every section, < 30 s")
     parser.add_argument("--data-dir", default=None, help="data directory (default: $RESEARCH_DATA_DIR)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -166,78 +284,39 @@ def main() -> None:
         return
     if not args.out:
         parser.error("--out DIR is required")
-    from research_systems_core.data import resolve_data_dir
-    from research_systems_core.metadata import run_metadata
-    from research_systems_core.results import write_json
+    from research_systems_core.bench import bench_environment, ratio_row, write_bench_json
 
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    cfg = MODES[mode]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    environment = bench_environment(["lassonet"])
     started = time.perf_counter()
-    result: dict = {"quick": args.quick, "kernel": kernel_sweep(args.quick)}
-    epochs = 5 if args.quick else 15
-    n_synth = 5000 if args.quick else 20000
-    have_madelon = (resolve_data_dir(args.data_dir) / "scikit-feature" / "madelon.mat").exists()
-    problems = ([("madelon", 500)] if have_madelon else []) + [("synthetic", n_synth)]
-    params = {"hidden": [300, 300], "epochs": epochs, "lr": 0.05, "batch_size": 50}
-    fits = []
-    for dataset, d in problems:
-        for backend in ("dense", "sparse"):
-            spec = {
-                "method": "neurofs",
-                "dataset": dataset,
-                "n_features": d,
-                "k": 50,
-                "params": {**params, "backend": backend},
-                "data_dir": args.data_dir,
-            }
-            fits.append(_run_worker(spec))
-        lassonet_params = {"hidden": 50, "path_multiplier": 1.1, "n_iters": [200, 30]}
-        if args.quick:
-            lassonet_params = {"hidden": 20, "path_multiplier": 1.3, "n_iters": [50, 10]}
-        fits.append(
-            _run_worker(
-                {
-                    "method": "lassonet",
-                    "dataset": dataset,
-                    "n_features": d,
-                    "k": 50,
-                    "params": lassonet_params,
-                    "data_dir": args.data_dir,
-                }
-            )
+    kernel = kernel_sweep(cfg["kernel_quick"], reps=1 if mode == "smoke" else None)
+    rows = [
+        ratio_row(
+            f"SparseLinear fwd+bwd {k['n_in']}x{k['n_out']} density {k['density']}: sparse vs dense",
+            k["sparse_ms"],
+            k["dense_ms"],
+            unit="ms",
+            higher_is_better=False,
         )
-    result["fits"] = fits
-    speedups = {}
-    for dataset, _ in problems:
-        by = {
-            f["params"].get("backend", "lassonet") if f["method"] == "neurofs" else "lassonet": f
-            for f in fits
-            if f["dataset"] == dataset
-        }
-        if "fit_seconds" in by.get("dense", {}) and "fit_seconds" in by.get("sparse", {}):
-            speedups[dataset] = {
-                "sparse_over_dense_fit_speedup": round(
-                    by["dense"]["fit_seconds"] / by["sparse"]["fit_seconds"], 2
-                ),
-                "sparse_train_speedup": round(
-                    by["dense"]["train_seconds"] / max(by["sparse"]["train_seconds"], 1e-9), 2
-                ),
-                "peak_mb": {
-                    "dense": by["dense"]["peak_rss_above_start_mb"],
-                    "sparse": by["sparse"]["peak_rss_above_start_mb"],
-                },
-                "neurofs_sparse_vs_lassonet_seconds": [
-                    by["sparse"]["fit_seconds"],
-                    by.get("lassonet", {}).get("fit_seconds"),
-                ],
-            }
-    result["summary"] = speedups
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    result["metadata"] = run_metadata(
-        config={"quick": args.quick}, packages=("feature-select", "torch", "lassonet")
+        for k in kernel
+    ]
+    fit_rows, fits = _fit_rows(mode, cfg, args.data_dir)
+    rows += fit_rows
+    write_bench_json(
+        out / "bench.json",
+        package="feature-select",
+        mode=mode,
+        environment=environment,
+        rows=rows,
+        extra={"kernel": kernel, "fits": fits, "seconds": round(time.perf_counter() - started, 1)},
     )
-    write_json(out / "bench.json", result)
-    print(json.dumps({"summary": speedups, "kernel": result["kernel"]}, indent=1))
+    for row in rows:
+        print(
+            f"{row['name']}: ours {row['ours']:.3g} peer {row['peer']} ratio {row['ratio']} met {row['met']}"
+        )
 
 
 if __name__ == "__main__":
