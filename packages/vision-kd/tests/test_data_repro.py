@@ -101,3 +101,17 @@ def test_image_folder_streams_at_224_with_imagenet_recipe(tmp_path):
     small = load_data(f"folder:{tmp_path}", image_size=32, augment=False)
     a, b = small.train[0][0], small.train[0][0]
     assert a.shape == (3, 32, 32) and torch.equal(a, b)  # no augmentation: the same image every time
+
+
+def test_erf_verdict_is_reported_on_its_own():
+    from vision_kd.reproduce import _erf_verdict
+
+    def row(run, area):
+        return {"run": run, "erf_area@0.5": area}
+
+    table = [row("scratch", 0.10), row("large-kernel kd", 0.15), row("transformer kd", 0.12),
+             row("teacher large-kernel", 0.3), row("teacher transformer", 0.4)]  # fmt: skip
+    verdict, reason = _erf_verdict(table)
+    assert verdict == "reproduced" and "LK-taught 0.150 vs scratch 0.100" in reason
+    table[2] = row("transformer kd", 0.2)
+    assert _erf_verdict(table)[0] == "not reproduced at this scale"
