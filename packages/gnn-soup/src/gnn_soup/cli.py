@@ -257,6 +257,11 @@ def reproduce_cmd(
     executor: str = typer.Option("process", "--executor", help="process, ray or sequential."),
     workers: int = typer.Option(1, "--workers", help="Parallel workers (1 = one core)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Address of a running Ray cluster."),
+    per_sampler: bool = typer.Option(
+        True,
+        "--per-sampler/--no-per-sampler",
+        help="Also the table of each sampler alone (K=4, 120 more ingredients).",
+    ),
 ) -> None:
     """Reproduce the main effect on Cora (5 seeds; shared vs independent init); writes summary.json last."""
     _threads()
@@ -266,6 +271,7 @@ def reproduce_cmd(
     try:
         config = ReproduceConfig.quick() if quick else ReproduceConfig()
         config.dataset = dataset
+        config.per_sampler = config.per_sampler and per_sampler
         runner = create_executor(executor, workers=workers, ray_address=ray_address)
     except (ValueError, ImportError) as exc:
         fail(exc)
