@@ -104,3 +104,85 @@ def test_task_files_name_missing_and_non_numeric_columns(tmp_path) -> None:
     empty.write_text("")
     with pytest.raises(ValueError, match="is empty"):
         task_scores.read_pairs(empty, "input", "target", numeric=False)
+
+
+def _write_smc_task(root, name, tok) -> None:
+    import csv
+
+    from transformers import EsmConfig, EsmForSequenceClassification, T5Config, T5ForConditionalGeneration
+
+    folder = root / name
+    torch.manual_seed(0)
+    if name == "protein":
+        cfg = EsmConfig(
+            vocab_size=64,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            num_labels=1,
+            pad_token_id=0,
+            position_embedding_type="absolute",
+            architectures=["EsmForSequenceClassification"],
+        )
+        model = EsmForSequenceClassification(cfg)
+        g = torch.Generator().manual_seed(1)
+        rows = [
+            (" ".join(AMINO[int(i)] for i in torch.randint(0, 20, (10,), generator=g)), float(k))
+            for k in range(8)
+        ]
+        header = ("sequence", "target")
+    else:
+        cfg = T5Config(
+            vocab_size=64,
+            d_model=32,
+            d_ff=64,
+            num_layers=1,
+            num_heads=4,
+            d_kv=8,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=3,
+            architectures=["T5ForConditionalGeneration"],
+        )
+        model = T5ForConditionalGeneration(cfg)
+        rows = [("the cat sat", "le chat est sur le tapis"), ("the cat", "le chat a mangé le poisson")] * 3
+        header = ("source", "target")
+    model.save_pretrained(str(folder / "model"))
+    tok.save_pretrained(str(folder / "model"))
+    for split in ("train", "test"):
+        with (folder / f"{split}.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+def test_smc_protein_and_translation_run_end_to_end_on_their_own_models(tok, tmp_path) -> None:
+    import math
+
+    from llm_sparsity.models import create_model
+    from llm_sparsity.smc_bench import Budget, TaskUnavailable, load_task, run_benchmark
+    from llm_sparsity.targets import select_targets
+
+    budget = Budget(steps=1, batch_size=2)
+    with pytest.raises(TaskUnavailable, match="protein/model"):
+        load_task("protein", tmp_path, tok, budget)
+    for name in ("protein", "translation"):
+        _write_smc_task(tmp_path, name, tok)
+    bundles = {
+        name: load_task(name, tmp_path, tok, budget, n_train=6, n_eval=6)
+        for name in ("protein", "translation")
+    }
+    main = create_model("tiny_bert", vocab_size=64)
+    rows = run_benchmark(main, select_targets(main, "essential"), bundles, ["dense", "omp_before", "random"], [0.5],
+                         [0], tmp_path / "results.jsonl", budget)  # fmt: skip
+    assert {(r["task"], r["method"]) for r in rows} == {
+        (t, m) for t in bundles for m in ("dense", "omp_before", "random")
+    }
+    for r in rows:
+        assert math.isfinite(r["accuracy"])
+        if r["method"] != "dense":
+            assert r["actual_sparsity"] >= 0.5 - 1e-6
+    assert all(-1.0 <= r["accuracy"] <= 1.0 for r in rows if r["task"] == "protein")
+    assert all(0.0 <= r["accuracy"] <= 100.0 for r in rows if r["task"] == "translation")

@@ -239,25 +239,23 @@ for _name in _HUB_TASKS:
     TASKS.register(_name)(_hub(_name))
 
 
-def _unsupported(name: str, why: str) -> Callable[..., TaskBundle]:
-    def build(*_: Any, **__: Any) -> TaskBundle:
-        raise TaskUnavailable(f"task {name!r} is skipped: {why}")
+def _own_model_task(name: str) -> Callable[..., Any]:
+    def build(data_dir: Path, tokenizer: Any, *, n_train: int = 600, n_eval: int = 300, budget: Budget,
+              seed: int = 0) -> Any:  # fmt: skip
+        from llm_sparsity.smc_tasks import build_pair_task
+
+        try:
+            return build_pair_task(name, data_dir, n_train=n_train, n_eval=n_eval, batch_size=budget.batch_size,
+                                   lr=budget.lr)  # fmt: skip
+        except FileNotFoundError as exc:
+            raise TaskUnavailable(str(exc)) from exc
 
     return build
 
 
-TASKS.register("protein")(
-    _unsupported(
-        "protein",
-        "protein property prediction needs a protein language model (ESM) and its data, "
-        "which this text-encoder runner does not ship",
-    )
-)
-TASKS.register("translation")(
-    _unsupported(
-        "translation", "translation needs an encoder-decoder (mBART) and WMT data; not covered by this runner"
-    )
-)
+# protein thermostability (Spearman, own ESM regressor) and translation (BLEU, own seq2seq model)
+TASKS.register("protein")(_own_model_task("protein"))
+TASKS.register("translation")(_own_model_task("translation"))
 
 
 def load_task(name: str, data_dir: Path, tokenizer: Any, budget: Budget, **kwargs: Any) -> TaskBundle:
@@ -480,23 +478,23 @@ def run_benchmark(
             ", ".join(f"{t}/{m}/{sp:g}/seed {sd}" for t, m, sp, sd in todo[:8]),
             " ..." if len(todo) > 8 else "",
         )
-    pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    models, target_sets = _task_models(model, targets, bundles)
+    states = {t: {k: v.detach().clone() for k, v in m.state_dict().items()} for t, m in models.items()}
     writer = JsonlWriter(results)
     try:
         for i, (task, method, s, seed) in enumerate(progress(todo, desc="SMC-Bench cells")):
             if stop_after is not None and i >= stop_after:
                 break
+            net, tg = models[task], target_sets[task]
             t0 = time.perf_counter()
-            rewind(model, pretrained)
+            rewind(net, states[task])
             seed_everything(seed)
             t1 = time.perf_counter()
-            info = METHODS.get(method)(model, targets, s, bundles[task], budget, seed)
+            info = METHODS.get(method)(net, tg, s, bundles[task], budget, seed)
             t2 = time.perf_counter()
-            acc = bundles[task].evaluate(model)
+            acc = bundles[task].evaluate(net)
             t3 = time.perf_counter()
-            actual = 1.0 - sum(
-                int(p.ne(0).sum()) for p in targets.parameters(model).values()
-            ) / targets.n_weights(model)
+            actual = 1.0 - sum(int(p.ne(0).sum()) for p in tg.parameters(net).values()) / tg.n_weights(net)
             row = {
                 "task": task,
                 "method": method,
@@ -513,8 +511,28 @@ def run_benchmark(
             rows.append(row)
             log.info("%s / %s / s=%.3f / seed %d: accuracy %.3f", task, method, s, seed, acc)
     finally:
-        rewind(model, pretrained)
+        for task, net in models.items():
+            rewind(net, states[task])
     return rows
+
+
+def _task_models(model: torch.nn.Module, targets: Targets, bundles: dict[str, Any]
+                 ) -> tuple[dict[str, torch.nn.Module], dict[str, Targets]]:  # fmt: skip
+    """The model (and targets) each task runs on: its own model when the bundle brings one."""
+    from llm_sparsity.targets import select_targets
+
+    models, target_sets = {}, {}
+    for task, bundle in bundles.items():
+        own = getattr(bundle, "model", None)
+        models[task] = own if own is not None else model
+        if own is None:
+            target_sets[task] = targets
+        else:
+            try:
+                target_sets[task] = select_targets(own, "essential")
+            except ValueError:  # e.g. T5 blocks: every 2-D weight but embeddings, norms and the head
+                target_sets[task] = select_targets(own, "all_linear")
+    return models, target_sets
 
 
 def first_failing_sparsity(
