@@ -224,7 +224,9 @@ def main() -> None:
     torch.set_num_threads(1)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     n, epoch_repeats, fwd_repeats = MODES[mode]
-    env = bench_environment(["torchdistill"])
+    import importlib.util
+
+    env = bench_environment(["torchdistill"] if importlib.util.find_spec("torchdistill") else [])
     t0 = time.perf_counter()
     rows, extra = bench_distillation(n, epoch_repeats)
     rows += bench_reparam(fwd_repeats, args.smoke)
