@@ -57,3 +57,23 @@ def test_bad_cli_values_are_reported() -> None:
     assert "unknown dataset 'nope'" in str(result.exception) + result.output
     result = runner.invoke(app, ["benchmark", "--ks", "a,b"])
     assert result.exit_code != 0
+
+
+def test_run_on_a_file_path_and_datasets_lists_files(tmp_path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8))
+    y = (x[:, 2] > 0).astype(int)
+    np.savez(tmp_path / "mine.npz", X=x, y=y)
+    listing = runner.invoke(app, ["datasets", "--data-dir", str(tmp_path)])
+    assert listing.exit_code == 0 and "mine\t" in listing.output
+    out = tmp_path / "out"
+    args = ["run", "--dataset", "mine", "--data-dir", str(tmp_path), "--k", "3", "--epochs", "3"]
+    result = runner.invoke(app, [*args, "--hidden", "8,8", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "result.json").read_text())
+    assert sorted(data["ranking"]) == list(range(8)) and data["ranking"][:3] == data["selected_features"]
+    assert data["device"] == "cpu" and data["batch_size"] == 16  # clip(48 // 8, 16, 100)
+    bad = runner.invoke(app, ["run", "--dataset", str(tmp_path / "mine.npz"), "--k", "9", "--epochs", "1"])
+    assert bad.exit_code == 2 and "--k must be <= the 8 features" in bad.output

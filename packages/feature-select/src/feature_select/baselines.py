@@ -32,7 +32,18 @@ class Method:
     params: dict = field(default_factory=dict)
 
     def __call__(self, x: np.ndarray, y: np.ndarray, k: int, seed: int, **overrides) -> np.ndarray:
-        return np.asarray(self.fn(x, y, k, seed, **{**self.params, **overrides}), dtype=np.int64)
+        return self.rank_with_info(x, y, k, seed, **overrides)[0]
+
+    def rank_with_info(self, x, y, k: int, seed: int, **overrides) -> tuple[np.ndarray, dict]:
+        """Ranking plus what the method reports about its fit (NeuroFS: final training accuracy)."""
+        out = self.fn(x, y, k, seed, **{**self.params, **overrides})
+        ranking, info = out if isinstance(out, tuple) else (out, {})
+        ranking = np.asarray(ranking, dtype=np.int64)
+        if len(np.unique(ranking)) != len(ranking) or len(ranking) < min(k, x.shape[1]):
+            raise RuntimeError(
+                f"method {self.name} returned an invalid ranking (duplicates or < {k} features)"
+            )
+        return ranking, info
 
 
 def _register(name: str, nested: bool, **params):
@@ -55,7 +66,9 @@ def _neurofs(x, y, k, seed, **params):
 
     params.setdefault("scale", None)  # the harness scales the data already
     selector = NeuroFS(n_features_to_select=k, random_state=seed, **params).fit(x, y)
-    return selector.ranking_
+    last = selector.history_[-1]
+    info = {"train_acc": last["train_acc"], "loss": last["loss"], "batch_size": selector.batch_size_}
+    return selector.ranking_, info
 
 
 def _need(module: str, package: str):

@@ -85,11 +85,11 @@ def run_grid(
                 if bad:
                     raise ValueError(f"K={bad} exceeds the {d} features of {dataset_name}")
                 params = cfg.method_params.get(method_name, {})
-                ranking, rank_seconds = None, 0.0
+                ranking, rank_seconds, info = None, 0.0, {}
                 for k in ks:
                     if ranking is None or not method.nested:
                         start = time.perf_counter()
-                        ranking = method(
+                        ranking, info = method.rank_with_info(
                             split.x_train, split.y_train, k if not method.nested else max(ks), seed, **params
                         )
                         rank_seconds = time.perf_counter() - start
@@ -106,6 +106,7 @@ def run_grid(
                         "select_seconds": rank_seconds,
                         "nested": method.nested,
                         "split_seed": cfg.split_seed + seed,
+                        "fit_info": info,
                         "features": [int(f) for f in features],
                     }
                     writer.append(row)

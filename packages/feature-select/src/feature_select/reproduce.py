@@ -181,6 +181,7 @@ def reproduce(
             **synthetic,
         },
         "table": summary["table"],
+        "neurofs_final_train_accuracy": _neurofs_train_accuracy(rows),
         "pngs": pngs,
         "seconds": round(time.perf_counter() - start, 1),
         "metadata": run_metadata(
@@ -191,6 +192,15 @@ def reproduce(
     }
     write_json(out / "summary.json", result)
     return result
+
+
+def _neurofs_train_accuracy(rows: list[dict]) -> dict[str, float]:
+    """Mean final training accuracy of the NeuroFS fits per data set (did the network train?)."""
+    acc: dict[str, list[float]] = {}
+    for row in rows:
+        if row["method"] == "neurofs" and "train_acc" in row.get("fit_info", {}):
+            acc.setdefault(row["dataset"], []).append(row["fit_info"]["train_acc"])
+    return {name: round(float(np.mean(values)), 3) for name, values in sorted(acc.items())}
 
 
 def _plot_recovery(synthetic: dict[str, float], chance: float, path: pathlib.Path) -> str:
