@@ -122,8 +122,6 @@ class TrainConfig:
                 f"method={self.method} has no memory bound; sparse.memory_bound=true conflicts "
                 "(use method=mest, or method=chase with the soft bound)"
             )
-        if self.method == "set" and s.grow == "gradient" and s.prune == "global":
-            raise ValueError("method=set grows at random; with sparse.prune=global use sparse.grow=random")
         if self.method != "chase" and s.channel_sparsity not in (0.0, ChaseConfig.channel_sparsity):
             raise ValueError(
                 f"sparse.channel_sparsity={s.channel_sparsity} only applies to method=chase, not {self.method}"
