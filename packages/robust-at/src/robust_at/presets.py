@@ -119,8 +119,8 @@ REFERENCE_OPTIONS: dict[str, tuple[str, str, str]] = {
     "wot.momentum_per_tensor": (
         "true (momentum and weight updated once per parameter tensor)",
         "false",
-        "the clean form takes one step per batch; the reference's steps are up to 1/(1-momentum) = 10x "
-        "larger in effect (see the WOT weights diagnosis); presets use the reference",
+        "the clean form takes one step per batch; the reference's per-tensor steps are larger when a group has "
+        "many tensors (on the diagnosis trajectory both give near-zero weights); presets use the reference",
     ),
     "wot.reset_momentum_each_pass": ("true (buffer zeroed every pass)", "false", "presets use the reference"),
     "first delta": ("gap - 1 steps (origin taken after the first step)", "gap steps", "not reproduced"),
