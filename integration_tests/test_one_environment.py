@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -21,7 +23,9 @@ def _project(path: pathlib.Path) -> dict:
 
 @pytest.mark.parametrize("package_dir", PACKAGE_DIRS, ids=lambda p: p.name)
 def test_cli_answers_help(package_dir: pathlib.Path) -> None:
-    exe = shutil.which(package_dir.name)
+    # the running interpreter's scripts folder first: `.venv/bin/python -m pytest` without activation
+    search = os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])
+    exe = shutil.which(package_dir.name, path=search)
     assert exe, f"console script {package_dir.name} is not installed"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=300, check=True)
     assert "Usage" in out.stdout
