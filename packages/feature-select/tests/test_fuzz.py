@@ -65,6 +65,7 @@ BAD_PARAMS = {
     "final_active": st.text(max_size=6).filter(lambda s: s not in ("reference", "k")),
     "scale": st.text(max_size=6).filter(lambda s: s not in ("standard", "minmax")),
     "device": st.sampled_from(["gpu", "cuda:99", "tpu", "", "cpu:x"]),
+    "max_candidates": st.one_of(st.integers(max_value=0), st.floats(0.5, 3.0), st.text(max_size=2)),
 }
 PARAM_WORDS = {"hidden": "hidden", "n_features_to_select": "n_features_to_select", "device": "device"}
 

@@ -229,3 +229,23 @@ def test_layer_gradients_match_autograd_dense_weight_gradient():
     grads = torch.autograd.grad(loss, zs)
     for (a, dz), g in zip(pieces, grads, strict=True):
         torch.testing.assert_close(a.t() @ dz, g, rtol=1e-4, atol=1e-6)
+
+
+def test_max_candidates_scores_only_a_subset_of_inactive_inputs(monkeypatch):
+    import feature_select.training as training
+
+    scored = []
+    original = training.row_max_scores
+
+    def spy(scorer, rows, chunk):
+        scored.append(rows.numel())
+        return original(scorer, rows, chunk)
+
+    monkeypatch.setattr(training, "row_max_scores", spy)
+    data = make_synthetic(n_samples=200, n_features=150, n_informative=5, seed=3)
+    sel = NeuroFS(10, hidden=(32,), epochs=12, max_candidates=7, random_state=0).fit(data.x, data.y)
+    assert scored and max(scored) <= 7
+    assert sorted(sel.ranking_.tolist()) == list(range(150))
+    assert any(h["added"] > 0 for h in sel.history_)
+    with pytest.raises(ValueError, match="max_candidates must be >= 1"):
+        NeuroFS(10, max_candidates=0, **TINY).fit(data.x, data.y)

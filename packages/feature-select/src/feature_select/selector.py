@@ -79,7 +79,9 @@ class NeuroFS(SelectorMixin, BaseEstimator):
     centring). ``batch_size=None`` ties the batch to the sample count (``clip(n // 8, 16, 100)``).
     ``device="auto"`` fits on CUDA when present. ``init="sparse"`` scales the initial weights to
     the real fan-in (``"dense"``: the reference's dense Glorot bound, under which a 3-layer sparse
-    network does not train at lr 0.01).
+    network does not train at lr 0.01). ``max_candidates`` bounds the inactive inputs whose
+    gradient is scored for neuron addition (a random subset each epoch; ``None``: all, as the
+    reference), so the evolution step does not take a product over every input.
 
     Attributes: ``feature_importances_`` (``last_active_epoch + 1 + 0.5 * strength / max``, monotone
     with ``ranking_``), ``strengths_`` (final strength), ``last_active_epoch_``, ``ranking_`` (all
@@ -108,6 +110,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
         regrowth: str = "gradient",
         backend: str = "auto",
         init: str = "sparse",
+        max_candidates: int | None = None,
         scale: str | None = "standard",
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
@@ -130,6 +133,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
         self.regrowth = regrowth
         self.backend = backend
         self.init = init
+        self.max_candidates = max_candidates
         self.scale = scale
         self.device = device
         self.random_state = random_state
@@ -193,6 +197,7 @@ class NeuroFS(SelectorMixin, BaseEstimator):
             regrowth=self.regrowth,
             backend=self.backend,
             init=self.init,
+            max_candidates=self.max_candidates,
             device=self.device,
             seed=seed,
         )

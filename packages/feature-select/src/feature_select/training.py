@@ -79,6 +79,8 @@ class NeuroFSConfig:
     regrowth: str = "gradient"
     backend: str = "auto"
     chunk_elements: int = 1 << 20  # gradient scores are formed this many entries at a time
+    # neuron addition scores at most this many random inactive inputs (None: all, as the reference)
+    max_candidates: int | None = None
     init: str = (
         "sparse"  # "sparse": Glorot with the real fan-in (see sparse_glorot_limit); "dense": reference
     )
@@ -114,6 +116,8 @@ class NeuroFSConfig:
         check_choice("final_active", self.final_active, FINAL_ACTIVE)
         check_choice("backend", self.backend, BACKENDS)
         check_int("chunk_elements", self.chunk_elements, minimum=1)
+        if self.max_candidates is not None:
+            check_int("max_candidates", self.max_candidates, minimum=1)
         check_choice("init", self.init, INITS)
         if not isinstance(self.device, str | torch.device):
             raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}")
@@ -159,6 +163,17 @@ def _rewire_hidden(layer: SparseLinear, budget: int, zeta: float, scorer: RowSco
     )
 
 
+def _sample_candidates(
+    candidates: torch.Tensor, limit: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """At most ``limit`` of the inactive input neurons, uniformly at random (all when ``None``),
+    sorted: the addition step then scores ``limit`` inputs instead of every inactive one."""
+    if limit is None or candidates.numel() <= limit:
+        return candidates
+    pick = torch.randperm(candidates.numel(), generator=generator)[:limit].to(candidates.device)
+    return torch.sort(candidates[pick]).values
+
+
 def _evolve_input(
     layer: SparseLinear,
     budget: int,
@@ -167,6 +182,7 @@ def _evolve_input(
     cfg: NeuroFSConfig,
     scorer: RowScorer,
     chunk: int,
+    generator: torch.Generator,
 ) -> dict:
     """NeuroFS input-layer step: remove weak mature neurons, swap in new ones, rewire, regrow."""
     rows, cols, values = layer.connections()
@@ -182,7 +198,7 @@ def _evolve_input(
     rows, cols, values = rows[keep], cols[keep], values[keep]
 
     # neuron addition: inactive neurons (not the ones removed just now) with the largest gradient
-    candidates = torch.nonzero(~active).flatten()
+    candidates = _sample_candidates(torch.nonzero(~active).flatten(), cfg.max_candidates, generator)
     added = rows.new_empty(0)
     forced_cols = rows.new_empty(0)
     if n_add > 0 and candidates.numel():
@@ -231,7 +247,7 @@ def evolve(
         schedule.mark_all_active_mature(first.active_inputs())
         _rewire_hidden(first, model.budgets[0], cfg.zeta_hid, scorers[0], chunks[0])
     else:
-        info = _evolve_input(first, model.budgets[0], schedule, epoch, cfg, scorers[0], chunks[0])
+        info = _evolve_input(first, model.budgets[0], schedule, epoch, cfg, scorers[0], chunks[0], generator)
     for i in range(1, len(layers)):
         _rewire_hidden(layers[i], model.budgets[i], cfg.zeta_hid, scorers[i], chunks[i])
     return info
