@@ -286,3 +286,20 @@ def test_isp_auxiliaries_inherit_optimizer_state_and_weight_soup(tiny, soup: boo
         name = targets.names[0]
         expected = (auxes[0][name] + auxes[1][name]) / 2 * res.masks.masks[name]
         assert torch.allclose(dict(tiny.named_parameters())[name], expected, atol=1e-6)
+
+
+def test_isp_with_the_real_trainer_hands_adamw_state_to_auxiliaries(bundle) -> None:
+    model = _tiny_model()
+    targets = select_targets(model, "essential")
+    trainer = bundle.trainer
+    first = trainer.train(model, None, 2, seed=0)
+    state = first.optimizer_state
+    assert state is not None and all(int(s["step"]) == 2 for s in state["state"].values())
+    again = trainer.train(model, None, 1, seed=1, lr=1e-4, optimizer_state=state)
+    assert all(int(s["step"]) == 3 for s in again.optimizer_state["state"].values())
+    assert all(int(s["step"]) == 2 for s in state["state"].values())  # the handed-over state is not mutated
+    assert again.optimizer_state["param_groups"][0]["lr"] == 1e-4
+    cfg = ISPConfig(target_sparsity=0.5, rounds=1, n_masks=2, weak_steps=1, main_steps=1, final_steps=1,
+                    stop_gap=0.0, weight_soup=True)  # fmt: skip
+    res = instant_soup_pruning(model, targets, trainer, cfg)
+    assert res.masks.sparsity() == pytest.approx(0.5, abs=1e-4)
