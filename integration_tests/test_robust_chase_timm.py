@@ -80,7 +80,10 @@ def test_adversarially_trained_timm_resnet_chase_slimmed(tmp_path: pathlib.Path)
     assert trained_clean > 0.5, trained_clean  # 3 classes: chance is 1/3
 
     chase = _chase_finetune(model, data, steps=12)
-    assert len(chase.groups) >= 8  # residual streams tie several convs into one group each
+    # resnet10t: 6 inner convs + 4 residual streams, each tying two producers (the stem's last conv
+    # with layer1's conv2; conv2 with the downsample conv in layers 2-4); fc reaches the output.
+    coupled = [g for g in chase.groups if len(g.producers) == 2]
+    assert len(chase.groups) == 10 and len(coupled) == 4 and "model.fc" in chase.skipped
     target = round(chase.baseline_channels * (1 - CHANNEL_SPARSITY))
     assert chase.alive_channels() == target, (chase.alive_channels(), target, chase.baseline_channels)
     x_test, y_test = next(batches(data.x_test, data.y_test, len(data.y_test)))
@@ -104,7 +107,12 @@ def test_adversarially_trained_timm_resnet_chase_slimmed(tmp_path: pathlib.Path)
     slim_pgd = pgd_accuracy(slim, data.x_test, data.y_test, eps=EPS, step_size=STEP, steps=5)["acc"]
     assert slim_pgd == masked_pgd, (slim_pgd, masked_pgd)
     assert 0 < masked_pgd < masked_clean  # the attack flips some images, not all
-    # Genuinely smaller: removed channels are sliced out of every coupled layer.
+    # Coupled producers are sliced alike, and the residual streams did shed channels.
+    modules = dict(slim.named_modules())
+    widths = [{modules[p].out_channels for p in g.producers} for g in coupled]
+    assert all(len(w) == 1 for w in widths), widths
+    assert sum(w.pop() for w in widths) < sum(g.size for g in coupled)
+    # Genuinely smaller: fewer parameters and multiply-accumulates.
     slim_macs, slim_params = conv_linear_macs(slim, x_test[:1]), count_parameters(slim)
     print({"trained_clean": trained_clean, "masked_clean": masked_clean, "masked_pgd": masked_pgd,
            "params": (masked_params, slim_params), "macs": (masked_macs, slim_macs),
