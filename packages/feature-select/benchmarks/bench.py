@@ -103,7 +103,12 @@ def worker(spec: dict) -> dict:
     return out
 
 
+IN_PROCESS = False  # --smoke: fits run in this process (no per-fit peak memory, no start-up cost)
+
+
 def _run_worker(spec: dict) -> dict:
+    if IN_PROCESS:
+        return worker(spec)
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False
     )
@@ -170,7 +175,7 @@ MODES = {
         n_synth=2000,
         hidden=[32, 32],
         datasets=["wine"],
-        lassonet={"hidden_dims": [8], "path_multiplier": 2.0, "n_iters": [10, 3]},
+        lassonet={"hidden_dims": [8], "path_multiplier": 2.0, "n_iters": [10, 3], "lambda_start": 1.0},
     ),
     "quick": dict(
         kernel_quick=True, epochs=10, n_synth=5000, hidden=[300, 300], datasets=["madelon"], lassonet={}
@@ -287,6 +292,8 @@ def main() -> None:
     from research_systems_core.bench import bench_environment, ratio_row, write_bench_json
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    global IN_PROCESS
+    IN_PROCESS = mode == "smoke"
     cfg = MODES[mode]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
