@@ -90,7 +90,9 @@ def sample_windows(
 
 
 def _encode(tokenizer: object, text: str) -> torch.Tensor:
-    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    return torch.tensor(
+        tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long
+    )
 
 
 def load_calibration(

@@ -71,7 +71,9 @@ def perplexity(
     seq_len = seq_len or context_length(model)
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    ids = torch.tensor(
+        tokenizer(text, verbose=False)["input_ids"], dtype=torch.long
+    )  # long text: windows follow
     n_windows = ids.numel() // seq_len
     if max_windows is not None:
         n_windows = min(n_windows, max_windows)
