@@ -203,3 +203,26 @@ def test_real_question_bodies(arithmetic_dir) -> None:
     assert len(bodies) == len(set(bodies)) > 1000
     assert {p.split for p in passages} == {"train", "dev"}
     assert len(load_question_bodies(arithmetic_dir, "svamp")) > 500
+
+
+def test_no_model_floors_by_hand() -> None:
+    from llm_sparsity.floors import jaccard, no_model_floors
+    from llm_sparsity.models import build_word_tokenizer, create_model
+    from llm_sparsity.tasks import MCItem
+
+    assert jaccard("How many apples?", "Sam has apples and pears") == pytest.approx(1 / 7)
+    items = [
+        MCItem("how many apples", ("sam has apples", "a red car", "the dog ran"), 0),  # overlap picks gold
+        MCItem("how many pears", ("sam has apples", "pears are green", "many pears"), 1),  # picks 2: wrong
+        MCItem("what color", ("blue sky", "red car"), 0),  # no overlap anywhere: tie of 2 -> 1/2
+    ]
+    tok = build_word_tokenizer(
+        [w for it in items for c in (it.question, *it.candidates) for w in c.split()], 64
+    )
+    floors = no_model_floors(items, create_model("tiny_bert", vocab_size=64), tok)
+    assert floors["chance"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 2) / 3)
+    assert floors["word_overlap"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert 0.0 <= floors["mean_input_embeddings"] <= 1.0
+    assert floors["best_floor"] == max(
+        floors["chance"], floors["word_overlap"], floors["mean_input_embeddings"]
+    )

@@ -340,6 +340,7 @@ def curve(
                            choices_column, task, device, dtype, finetune, input_column, target_column)  # fmt: skip
         return
     from llm_sparsity.curves import essential_sparsity
+    from llm_sparsity.floors import no_model_floors
     from llm_sparsity.junk_dna import run_difficulty_curves
     from llm_sparsity.models import load_pretrained
     from llm_sparsity.probe import MCSuite
@@ -354,7 +355,9 @@ def curve(
             grid = [0.0, *grid]
         net, tokenizer = load_pretrained(model)
         task = _task(data_dir, n_train, n_eval)
-        suite = MCSuite(task, tokenizer, [BodyLevel("options", 8, n_candidates=8)], seeds=[seed])
+        level = BodyLevel("options", 8, n_candidates=8)
+        suite = MCSuite(task, tokenizer, [level], seeds=[seed])
+        floors = no_model_floors(task.items(level, seed, "eval"), net, tokenizer)
         rows = run_difficulty_curves(
             net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
         )
@@ -380,7 +383,22 @@ def curve(
         "Sparsity-performance curve",
         vlines=vlines,
     )
-    write_json(out / "curve.json", {"rows": rows, "essential_sparsity": es})
+    above = {
+        m: [round((y - floors["best_floor"]) / max(dense - floors["best_floor"], 1e-9), 4) for y in ys]
+        for m, (_, ys) in curves.items()
+    }
+    write_json(
+        out / "curve.json",
+        {
+            "rows": rows,
+            "essential_sparsity": es,
+            "floors": floors,
+            "share_of_dense_gain_over_best_floor": above,
+        },
+    )
+    typer.echo(
+        "no-model floors: " + ", ".join(f"{k} {v:.3f}" for k, v in floors.items()) + f"; dense {dense:.3f}"
+    )
     for m, v in es.items():
         typer.echo(
             f"{m}: essential sparsity (tolerance {delta:g}) {v['tolerance']:.2f}, knee {v['knee']:.2f}"
