@@ -74,7 +74,7 @@ def kd_resnet50_from_slak_tiny() -> dict:
 
     n = BATCH * 8
     data = _random_images(n)
-    teacher = timm.create_model("slak_tiny")
+    teacher = timm.create_model("slak_tiny", num_classes=1000)
     cfg = TrainConfig(epochs=2, batch_size=BATCH, lr=1e-3, device="cuda", precision="bf16")
     out = {}
     cache = TeacherOutputs(torch.randn(n, 1000))  # cached logits: the loop indexes them by sample
@@ -97,7 +97,7 @@ def slak_tiny_sparse_update() -> dict:
     from vision_kd.sparse import DynamicSparsity, SparseConfig, layer_densities
 
     torch.manual_seed(0)
-    model = timm.create_model("slak_tiny").cuda()
+    model = timm.create_model("slak_tiny", num_classes=1000).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     cfg = SparseConfig(sparsity=0.4, init="erk", update_frequency=1)
     sparse = DynamicSparsity(model, opt, cfg, 1000, layer_densities(model, cfg))
