@@ -3,7 +3,7 @@
 1. epoch time on Cora: PyG's example GCN loop (dense input dropout) vs the gnn-soup training step;
 2. soup search: an 11-point interpolation grid with torch.func.functional_call vs load_state_dict;
 3. partition time: pymetis METIS vs a random partition (and their edge cuts);
-4. workers on a generated SBM graph (1M nodes / 10M edges; --quick 200k, --smoke 20k): K=4
+4. workers on a generated SBM graph (1M nodes / 10M edges; --quick 200k, --smoke 5k): K=4
    ingredients with 1, 2 and 4 worker processes mapping one shared graph: throughput and memory
    (PSS, so shared pages are not double counted);
 5. layer-wise inference vs one full-batch forward on the SBM graph: seconds and peak memory.
@@ -429,7 +429,7 @@ def main() -> None:
         log.warning("Cora not found: the Cora sections run on the synthetic graph")
         data = load_dataset("synthetic", num_nodes=2000, num_features=500)
     sizes = {
-        "smoke": (20_000, 200_000, 10),
+        "smoke": (5_000, 50_000, 5),
         "quick": (200_000, 2_000_000, 60),
         "full": (1_000_000, 10_000_000, 150),
     }
