@@ -26,6 +26,8 @@ RESEARCH_PACKAGES = [name for name in PACKAGES if name != "research-systems-core
 PACKAGE_PARAMS = [nox.param(name, id=name) for name in PACKAGES]
 RESEARCH_PARAMS = [nox.param(name, id=name) for name in RESEARCH_PACKAGES]
 
+# Tests run in two pytest-xdist workers (one per core), each file kept on one worker.
+PARALLEL = ["-n", os.environ.get("PYTEST_WORKERS", "2"), "--dist", "loadfile"]
 # Two cores: one torch thread per process, or oversubscription makes everything slower.
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -84,14 +86,16 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session, package: str) -> None:
     """One package's tests in a venv holding only what that package declares."""
     _sync(session, "--package", package, "--all-extras")
-    session.run("pytest", str(PACKAGES[package] / "tests"), *session.posargs, env=_data_env())
+    session.install("pytest-xdist>=3.5")  # the test runner's own plugin, not a package dependency
+    session.run("pytest", *PARALLEL, str(PACKAGES[package] / "tests"), *session.posargs, env=_data_env())
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
     """Every member in one venv; cross-package tests."""
     _sync(session, "--all-packages", "--all-extras")
-    session.run("pytest", str(ROOT / "integration_tests"), *session.posargs, env=_data_env())
+    session.install("pytest-xdist>=3.5")
+    session.run("pytest", *PARALLEL, str(ROOT / "integration_tests"), *session.posargs, env=_data_env())
 
 
 def _clean_install(session: nox.Session, package: str, dist: pathlib.Path) -> str:
