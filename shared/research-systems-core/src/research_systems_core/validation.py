@@ -54,10 +54,12 @@ def check_range(
 
 
 def check_positive(name: str, value: Any, strict: bool = True) -> float:
-    """Check ``value > 0`` (or ``>= 0`` when not strict); return the float."""
+    """Check that ``value`` is finite and ``> 0`` (or ``>= 0`` when not strict); return the float."""
     v = _check_real(name, value)
     if (strict and not v > 0) or (not strict and not v >= 0):
         raise ValueError(f"{name} must be {'> 0' if strict else '>= 0'}, got {value!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     return v
 
 
