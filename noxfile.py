@@ -48,7 +48,7 @@ GPU_BUDGETS_S: dict[str, int] = {
     "llm-sparsity": 90,
     "robust-at": 75,
     "vision-kd": 75,
-    "sparse-dst": 60,
+    "sparse-dst": 90,
     "gnn-soup": 60,
     "feature-select": 45,
     "usv-planner": 5,
