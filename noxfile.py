@@ -201,6 +201,7 @@ def gpu(session: nox.Session) -> None:
         session.log("no NVIDIA GPU on this machine (nvidia-smi not found): GPU checks skipped")
         return
     _sync(session, "--all-packages", "--all-extras")
+    _install_peers(session, RESEARCH_PACKAGES)  # GPU checks compare with the same peers
     out = ROOT / "results" / "gpu"
     budgets = ",".join(f"{name}={GPU_BUDGETS_S.get(name, 60)}" for name in PACKAGES)
     session.run("python", str(ROOT / "scripts" / "gpu_checks.py"), "--out", str(out), "--budgets", budgets)
