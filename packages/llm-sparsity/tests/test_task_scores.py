@@ -186,3 +186,86 @@ def test_smc_protein_and_translation_run_end_to_end_on_their_own_models(tok, tmp
             assert r["actual_sparsity"] >= 0.5 - 1e-6
     assert all(-1.0 <= r["accuracy"] <= 1.0 for r in rows if r["task"] == "protein")
     assert all(0.0 <= r["accuracy"] <= 100.0 for r in rows if r["task"] == "translation")
+
+
+def _write_causal_smc_data(root, tok) -> None:
+    """csqa rows (JSONL, question/choices/label) and arithmetic rows (CSV, question/answer)."""
+    import csv
+
+    from llm_sparsity.models import tiny_lm
+
+    (root / "csqa").mkdir(parents=True)
+    rows = [
+        {"question": "the cat sat", "choices": ["le", "chat", "what"], "label": 1},
+        {"question": "what is 2", "choices": "2|3|5", "label": "5"},
+        {"question": "the cat", "choices": ["sat", "is"], "label": 0},
+    ]
+    for split in ("train", "test"):
+        (root / "csqa" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (root / "arithmetic-gen").mkdir()
+    for split in ("train", "test"):
+        with (root / "arithmetic-gen" / f"{split}.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(("question", "answer"))
+            writer.writerows([("what is 2 3", "5"), ("what is 3 2", "5"), ("what is 5", "5")])
+    tiny_lm("gpt2", vocab_size=64).save_pretrained(str(root / "lm"))
+    tok.save_pretrained(str(root / "lm"))
+
+
+def test_answer_lm_loss_equals_hand_computed_loglikelihood(tok) -> None:
+    from llm_sparsity.evaluation import _continuation_pair, choice_loglikelihoods
+    from llm_sparsity.models import tiny_lm
+    from llm_sparsity.smc_causal import answer_lm_loss
+
+    model = tiny_lm("gpt2", vocab_size=64).eval()
+    items = [("the cat sat", " le chat"), ("what is 2 3", " 5")]
+    n_tokens = [len(_continuation_pair(tok, p, a)[1]) for p, a in items]
+    lls = [choice_loglikelihoods(model, tok, p, [a.strip()])[0] for p, a in items]
+    with torch.no_grad():
+        loss = float(answer_lm_loss(model, tok, items))
+    assert loss == pytest.approx(-sum(lls) / sum(n_tokens), rel=1e-5)
+
+
+def test_smc_causal_tasks_run_end_to_end_on_a_tiny_causal_lm(tok, tmp_path) -> None:
+    from llm_sparsity.evaluation import mc_accuracy, read_mc_file
+    from llm_sparsity.models import load_model
+    from llm_sparsity.smc_bench import Budget, TaskUnavailable, load_task, run_benchmark
+    from llm_sparsity.targets import select_targets
+
+    _write_causal_smc_data(tmp_path, tok)
+    model, ltok = load_model(str(tmp_path / "lm"), device="cpu", dtype="fp32")
+    budget = Budget(steps=2, batch_size=2)
+    bundles = {
+        t: load_task(t, tmp_path, ltok, budget, family="causal-lm", n_train=3, n_eval=3)
+        for t in ("csqa", "arithmetic")
+    }
+    with pytest.raises(TaskUnavailable, match="encoder retrieval task"):
+        load_task("svamp-hard", tmp_path, ltok, budget, family="causal-lm")
+    with pytest.raises(TaskUnavailable, match="race/train.jsonl"):
+        load_task("race", tmp_path / "nowhere", ltok, budget, family="causal-lm")
+    # the csqa score is the log-likelihood accuracy of the package's evaluator, on the test rows
+    expected = mc_accuracy(model, ltok, read_mc_file(tmp_path / "csqa" / "test.jsonl"))["acc"]
+    assert bundles["csqa"].evaluate(model) == pytest.approx(expected)
+    rows = run_benchmark(model, select_targets(model, "essential"), bundles, ["dense", "omp_before", "random"],
+                         [0.5], [0], tmp_path / "results.jsonl", budget)  # fmt: skip
+    assert {(r["task"], r["method"]) for r in rows} == {
+        (t, m) for t in bundles for m in ("dense", "omp_before", "random")
+    }
+    for r in rows:
+        assert r["accuracy"] in {0.0, 1 / 3, 2 / 3, 1.0}  # 3 evaluation rows per task
+        if r["method"] != "dense":
+            assert r["train_steps"] == 2 and r["actual_sparsity"] >= 0.5 - 1e-6
+
+
+def test_smc_bench_cli_scores_a_causal_lm_by_loglikelihood_and_generation(tok, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from llm_sparsity.cli import app
+
+    _write_causal_smc_data(tmp_path, tok)
+    args = ["smc-bench", "--model", str(tmp_path / "lm"), "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--methods", "omp_before", "--sparsities", "0.5", "--steps", "1", "--n-train", "3", "--n-eval", "3"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--tasks", "csqa,arithmetic"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in rows} == {"csqa", "arithmetic"} and len(rows) == 4

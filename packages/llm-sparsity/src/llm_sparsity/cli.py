@@ -606,7 +606,7 @@ def smc_bench(
     tasks: str = typer.Option(
         "svamp",
         "--tasks",
-        help="Comma-separated tasks (svamp, svamp-hard, mawps, svamp-equations, csqa, race, winogrande, ...).",
+        help="Comma-separated tasks (svamp, svamp-hard, mawps, svamp-equations, csqa, race, winogrande, arithmetic, protein, translation).",
     ),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
     steps: int = typer.Option(10, "--steps", help="Fine-tuning steps per cell."),
@@ -618,8 +618,11 @@ def smc_bench(
         0.01, "--tolerance", help="Accuracy drop below dense that counts as failing."
     ),
 ) -> None:
-    """SMC-Bench-style runner: methods x sparsities x tasks x seeds, resumable JSONL, summary and plots."""
-    from llm_sparsity.models import load_pretrained
+    """SMC-Bench-style runner: methods x sparsities x tasks x seeds, resumable JSONL, summary and plots.
+
+    A causal LM is scored as SMC-Bench scores it: csqa/race/winogrande by log-likelihood multiple
+    choice, svamp/arithmetic by greedy generation with exact match of the numeric answer."""
+    from llm_sparsity.models import infer_task, load_config, load_model, load_pretrained
     from llm_sparsity.smc_bench import (
         METHODS,
         TASKS,
@@ -645,12 +648,22 @@ def smc_bench(
             check_choice("task", t, TASKS.names())
         grid = _floats(sparsities, "--sparsities") if sparsities is not None else default_sparsities(5)
         budget = Budget(steps=steps)
-        net, tokenizer = load_pretrained(model)
+        family = infer_task(load_config(model))
+        if family == "causal-lm":  # log-likelihood multiple choice / generation, as SMC-Bench scores them
+            net, tokenizer = load_model(model, "causal-lm", device="cpu", dtype="fp32")
+        else:  # encoders: the retrieval / cosine multiple-choice tasks on the base model
+            net, tokenizer = load_pretrained(model)
         bundles = {}
         for t in task_list:
             try:
                 bundles[t] = load_task(
-                    t, resolve_data_dir(data_dir), tokenizer, budget, n_train=n_train, n_eval=n_eval
+                    t,
+                    resolve_data_dir(data_dir),
+                    tokenizer,
+                    budget,
+                    family=family,
+                    n_train=n_train,
+                    n_eval=n_eval,
                 )
             except TaskUnavailable as exc:
                 log.warning("skipping task %s: %s", t, exc)

@@ -255,12 +255,32 @@ def _own_model_task(name: str) -> Callable[..., Any]:
 
 # protein thermostability (Spearman, own ESM regressor) and translation (BLEU, own seq2seq model)
 TASKS.register("protein")(_own_model_task("protein"))
+
+
+@TASKS.register("arithmetic")
+def _arithmetic_generation(data_dir: Path, tokenizer: Any, **kwargs: Any) -> TaskBundle:
+    """Generation with exact numeric match: only for causal LMs (see :mod:`smc_causal`)."""
+    raise TaskUnavailable("task 'arithmetic' is scored by generation and needs a causal language model")
+
+
 TASKS.register("translation")(_own_model_task("translation"))
 
 
-def load_task(name: str, data_dir: Path, tokenizer: Any, budget: Budget, **kwargs: Any) -> TaskBundle:
-    """Build a registered task; :class:`TaskUnavailable` when its data is missing."""
-    return TASKS.get(name)(Path(data_dir), tokenizer, budget=budget, **kwargs)
+def load_task(
+    name: str, data_dir: Path, tokenizer: Any, budget: Budget, *, family: str | None = None, **kwargs: Any
+) -> TaskBundle:
+    """Build a registered task; :class:`TaskUnavailable` when its data is missing.
+
+    ``family="causal-lm"``: the task as SMC-Bench scores it for a causal LM (log-likelihood
+    multiple choice, or generation with exact numeric match; :mod:`smc_causal`)."""
+    builder = TASKS.get(name)
+    if family == "causal-lm" and name not in ("protein", "translation"):
+        from llm_sparsity.smc_causal import build_causal_task
+
+        return build_causal_task(name, Path(data_dir), tokenizer, n_train=kwargs.get("n_train", 600),
+                                 n_eval=kwargs.get("n_eval", 300), batch_size=budget.batch_size,
+                                 lr=budget.lr)  # fmt: skip
+    return builder(Path(data_dir), tokenizer, budget=budget, **kwargs)
 
 
 # -------------------------------------------------------------------------------------- methods
