@@ -478,8 +478,30 @@ def junk_dna(
     data_dir: str = typer.Option(None, "--data-dir", help="Data directory holding arithmetic/."),
     n_train: int = typer.Option(400, "--n-train", help="Training problems."),
     n_eval: int = typer.Option(300, "--n-eval", help="Evaluation problems."),
+    mc: Path = typer.Option(
+        None, "--mc", help="Your evaluation rows (JSONL/CSV: question, choices, label): a study on your data."
+    ),
+    train: Path = typer.Option(None, "--train", help="Your training rows (same columns) for --mc."),
+    axis: str = typer.Option(
+        "options", "--axis", help="With --mc: train_fraction, options or k_shot (causal LMs)."
+    ),
+    levels: str = typer.Option(
+        None, "--levels", help="With --mc: comma-separated levels (fractions, option counts or k)."
+    ),
+    finetune_steps: int = typer.Option(
+        0, "--finetune-steps", help="With --mc: fine-tuning steps after pruning (mask kept)."
+    ),
+    context_column: str = typer.Option(
+        "question", "--context-column", help="Context column of --mc/--train."
+    ),
+    choices_column: str = typer.Option("choices", "--choices-column", help="Choices column of --mc/--train."),
+    label_column: str = typer.Option("label", "--label-column", help="Label column of --mc/--train."),
 ) -> None:
-    """Task-difficulty study: curves per difficulty level (options, similar distractors, query context)."""
+    """Task-difficulty study: curves per difficulty level (options, similar distractors, query context).
+
+    With --mc (and --train), on your own multiple-choice data along one --axis: the fraction of
+    training data fine-tuned on, the number of answer options, or k in-context examples (causal LMs);
+    drops normalised to chance and to the dense model."""
     from llm_sparsity.junk_dna import difficulty_trend, run_difficulty_curves
     from llm_sparsity.models import load_pretrained
     from llm_sparsity.probe import MCSuite
@@ -488,21 +510,71 @@ def junk_dna(
     from research_systems_core.results import write_json
 
     _setup_torch()
-    try:
-        grid = sorted({0.0, *_floats(sparsities, "--sparsities")})
-        net, tokenizer = load_pretrained(model)
-        task = _task(data_dir, n_train, n_eval)
-        suite = MCSuite(task, tokenizer, BODY_LEVELS, seeds=[int(s) for s in _floats(seeds, "--seeds")])
-        rows = run_difficulty_curves(
-            net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
+    if mc is not None:
+        cols = {
+            "context_column": context_column,
+            "choices_column": choices_column,
+            "label_column": label_column,
+        }
+        rows = _junk_dna_user(
+            model, mc, train, axis, levels, finetune_steps, sparsities, methods, seeds, cols
         )
-    except (ValueError, OSError, KeyError) as exc:
-        _fail(exc)
+        method = _names(methods, "--methods")[0]
+        pruned = sorted({r["sparsity"] for r in rows if r["sparsity"] > 0})
+        trend = difficulty_trend(rows, method, (pruned[0], pruned[-1])) if pruned else {}
+        write_json(Path(out) / "junk_dna.json", {"rows": rows, "trend_method": method, "trend": trend})
+        for r in rows:
+            typer.echo(
+                f"{r['level']} s={r['sparsity']:g} seed {r['seed']}: accuracy {r['accuracy']:.3f} "
+                f"(chance {r['chance']:.3f}, drop vs dense {r['drop'] if r['drop'] is None else round(r['drop'], 3)})"
+            )
+        return
+    else:
+        try:
+            grid = sorted({0.0, *_floats(sparsities, "--sparsities")})
+            net, tokenizer = load_pretrained(model)
+            task = _task(data_dir, n_train, n_eval)
+            suite = MCSuite(task, tokenizer, BODY_LEVELS, seeds=[int(s) for s in _floats(seeds, "--seeds")])
+            rows = run_difficulty_curves(
+                net, select_targets(net, "essential"), suite, grid, _names(methods, "--methods")
+            )
+        except (ValueError, OSError, KeyError) as exc:
+            _fail(exc)
     hi = max(grid)
     trend = difficulty_trend(rows, "magnitude", (0.5, hi)) if "magnitude" in methods else {}
     write_json(Path(out) / "junk_dna.json", {"rows": rows, "trend_magnitude": trend})
     for axis, t in trend.items():
         typer.echo(f"{axis}: mean drop easy->hard {[round(d, 3) for d in t['mean_drop']]}")
+
+
+def _junk_dna_user(model, mc, train, axis, levels, finetune_steps, sparsities, methods, seeds, cols):
+    """Junk DNA on the user's rows: options and data are validated before the model loads."""
+    from llm_sparsity.evaluation import read_mc_file
+    from llm_sparsity.junk_user import AXES, UserStudy, check_levels, run_user_junk_dna
+    from llm_sparsity.models import infer_task, load_config, load_model, load_pretrained
+    from llm_sparsity.targets import select_targets
+    from research_systems_core.validation import check_choice
+
+    check_choice("--axis", axis, AXES)
+    if levels is None:
+        raise ValueError("--levels is required with --mc (e.g. 0.25,0.5,1 or 2,3,4 or 0,1,3)")
+    method_list = _names(methods, "--methods")
+    if len(method_list) != 1:
+        raise ValueError(f"--methods with --mc takes one pruning method, got {methods!r}")
+    grid = _floats(sparsities, "--sparsities")
+    seed_list = [int(s) for s in _floats(seeds, "--seeds")]
+    test_rows = read_mc_file(mc, **cols)
+    train_rows = read_mc_file(train, **cols) if train is not None else []
+    causal = infer_task(load_config(model)) == "causal-lm"
+    study = UserStudy(train_rows, test_rows, axis, _floats(levels, "--levels"), causal, finetune_steps)
+    check_levels(study)
+    if causal:
+        net, tokenizer = load_model(model, "causal-lm", device="cpu", dtype="fp32")
+    else:
+        net, tokenizer = load_pretrained(model)
+    return run_user_junk_dna(
+        net, tokenizer, select_targets(net, "essential"), study, grid, method_list[0], seed_list
+    )
 
 
 @app.command()

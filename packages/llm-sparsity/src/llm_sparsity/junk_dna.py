@@ -39,8 +39,8 @@ Suite = MCSuite | RetrievalSuite
 
 def difficulty_rank(axis: str, value: float) -> float:
     """Larger = harder: more options, more similar distractors, more operators, less training data,
-    shorter query context (``context`` value 0 means the full question)."""
-    if axis == "train_data":
+    fewer in-context shots, shorter query context (``context`` value 0 means the full question)."""
+    if axis in ("train_data", "train_fraction", "k_shot"):
         return -value
     if axis == "context":
         return 0.0 if value == 0 else 1.0 / value
