@@ -406,3 +406,65 @@ def test_loglikelihoods_equal_lm_evaluation_harness_hflm(tokenizer, monkeypatch)
     monkeypatch.setattr(lm_eval, "simple_evaluate", fake_simple_evaluate)
     out = run_lm_eval(model, tokenizer, ["boolq"], limit=3)
     assert out == {"boolq": {"acc,none": 0.5}} and seen["model"].model is model and seen["limit"] == 3
+
+
+@pytest.mark.parametrize("steps", [0, 2])
+def test_curve_finetune_evaluates_the_finetuned_sparse_model_with_its_mask(tokenizer, steps) -> None:
+    import json as _json
+
+    from llm_sparsity.llm_curve import llm_curve, make_trainer
+
+    model = tiny_lm("gpt2", vocab_size=64)
+    targets = select_targets(model, "essential")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rows_file = _tmp_mc_file(tokenizer)
+    trainer = make_trainer("mc", str(rows_file), tokenizer, batch_size=2, lr=1e-2)
+    seen = []
+
+    def evaluate(m: torch.nn.Module) -> float:
+        zeros = sum(int(p.eq(0).sum()) for p in targets.parameters(m).values()) / targets.n_weights(m)
+        others = [n for n, _ in m.named_parameters() if n not in targets.names]
+        moved = any(not p.equal(before[n]) for n, p in m.named_parameters() if n in others)
+        seen.append((zeros, moved))
+        return 0.5
+
+    rows = llm_curve(model, targets, [0.0, 0.5, 0.8], ["magnitude"], evaluate,
+                     finetune=(trainer, steps) if steps else None)  # fmt: skip
+    assert [r["sparsity"] for r in rows] == [0.0, 0.5, 0.8]
+    for (zeros, moved), s in zip(seen, [0.0, 0.5, 0.8], strict=True):
+        assert zeros == pytest.approx(s, abs=1e-3)  # the mask is kept through fine-tuning
+        assert moved == bool(steps)  # the evaluated model is the fine-tuned one
+    assert all(p.equal(before[n]) for n, p in model.named_parameters())  # restored to dense
+    assert _json.dumps(rows)
+
+
+def _tmp_mc_file(tokenizer):
+    import json as _json
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "mc.jsonl"
+    rows = [{"question": "the cat", "choices": ["sat", "ran"], "label": 0},
+            {"question": "a dog", "choices": ["ran", "sat"], "label": 0}]  # fmt: skip
+    path.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_cli_curve_finetune_with_eval(tokenizer, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from llm_sparsity.cli import app
+
+    tiny_lm("gpt2", vocab_size=64).save_pretrained(str(tmp_path / "gpt2"))
+    tokenizer.save_pretrained(str(tmp_path / "gpt2"))
+    mc = _tmp_mc_file(tokenizer)
+    base = ["curve", "--model", str(tmp_path / "gpt2"), "--eval", f"mc:{mc}", "--method", "magnitude",
+            "--sparsities", "0.5,0.9", "--device", "cpu", "--out", str(tmp_path / "o"), "--finetune", "2"]  # fmt: skip
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 2 and "--finetune with --eval needs --train" in res.output
+    res = CliRunner().invoke(app, [*base, "--train", str(mc), "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "o" / "curve.json").read_text())
+    assert result["finetune_steps"] == 2 and [r["sparsity"] for r in result["rows"]] == [0.0, 0.5, 0.9]

@@ -329,15 +329,21 @@ def curve(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16, fp32."),
     finetune: int = typer.Option(
-        0, "--finetune", help="Fine-tuning steps after pruning (not available with --eval yet)."
+        0, "--finetune", help="Fine-tuning steps after pruning, mask kept (with --eval: needs --train)."
     ),
+    train_file: Path = typer.Option(
+        None, "--train", help="With --eval and --finetune: training rows in the --eval kind's format."
+    ),
+    finetune_lr: float = typer.Option(5e-5, "--finetune-lr", help="AdamW learning rate of --finetune."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Batch size of --finetune."),
 ) -> None:
     """Sparsity-performance curve with the essential sparsity: of any model on your --eval data, or
     (default) MiniLM on zero-shot question->body retrieval (N=8)."""
     if eval_spec is not None:
         _llm_curve_command(out, model, sparsities, method or _names(methods, "--methods"), eval_spec, delta, seed,
                            calib, n_samples, seq_len, max_windows, text_column, label_column, context_column,
-                           choices_column, task, device, dtype, finetune, input_column, target_column)  # fmt: skip
+                           choices_column, task, device, dtype, finetune, input_column, target_column,
+                           train_file=train_file, finetune_lr=finetune_lr, batch_size=batch_size)  # fmt: skip
         return
     from llm_sparsity.curves import essential_sparsity
     from llm_sparsity.floors import no_model_floors
@@ -407,20 +413,29 @@ def curve(
 
 def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, calib, n_samples, seq_len,
                        max_windows, text_column, label_column, context_column, choices_column, task, device, dtype,
-                       finetune, input_column="input", target_column="target") -> None:  # fmt: skip
+                       finetune, input_column="input", target_column="target", *, train_file=None,
+                       finetune_lr=5e-5, batch_size=8) -> None:  # fmt: skip
     """``curve --eval ...``: validate everything, then load, sweep, write curve.json/png."""
     from llm_sparsity.calibration import load_calibration
     from llm_sparsity.curves import essential_sparsity
     from llm_sparsity.evaluation import context_length
     from llm_sparsity.llm import PruneSpec
-    from llm_sparsity.llm_curve import llm_curve, make_evaluator, parse_eval_spec
+    from llm_sparsity.llm_curve import llm_curve, make_evaluator, make_trainer, parse_eval_spec
     from llm_sparsity.models import check_dtype, check_task, load_model
     from llm_sparsity.targets import select_targets
     from research_systems_core.results import plot_curves, write_json
     from research_systems_core.torch_utils import resolve_device
+    from research_systems_core.validation import check_int, check_positive
 
-    if finetune:
-        raise ValueError("--finetune with --eval is not implemented yet; run without it (one-shot curves)")
+    check_int("--finetune", finetune, minimum=0)
+    if finetune and train_file is None:
+        raise ValueError(
+            "--finetune with --eval needs --train FILE (training rows in the --eval kind's format)"
+        )
+    if train_file is not None and not Path(train_file).is_file():
+        raise FileNotFoundError(f"--train file {train_file} does not exist")
+    check_positive("--finetune-lr", finetune_lr)
+    check_int("--batch-size", batch_size, minimum=1)
     kind, source = parse_eval_spec(eval_spec)
     grid = sorted({0.0, *_floats(sparsities, "--sparsities")})
     if len(grid) < 3:
@@ -445,8 +460,15 @@ def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, 
         length = seq_len or min(2048, context_length(net))
         calibration = load_calibration(calib, tok, n_samples=n_samples, seq_len=length, seed=seed)
     targets = select_targets(net, "essential")
+    trainer = None
+    if finetune:
+        trainer = make_trainer(kind, str(train_file), tok, batch_size=batch_size, lr=finetune_lr,
+                               seq_len=seq_len or min(512, context_length(net)), text_column=text_column,
+                               label_column=label_column, context_column=context_column,
+                               choices_column=choices_column, input_column=input_column,
+                               target_column=target_column)  # fmt: skip
     rows = llm_curve(net, targets, grid, methods, evaluate, calibration=calibration, tokenizer=tok, device=dev,
-                     seed=seed)  # fmt: skip
+                     seed=seed, finetune=(trainer, finetune) if trainer is not None else None)  # fmt: skip
     dense = rows[0]["score"]
     curves, es = {}, {}
     for m in methods:
@@ -458,7 +480,14 @@ def _llm_curve_command(out, model, sparsities, methods, eval_spec, delta, seed, 
              "gen": "exact match (generation)", "reg": "Spearman", "bleu": "BLEU"}[kind]  # fmt: skip
     plot_curves(out / "curve.png", curves, "sparsity", label, f"Sparsity-performance curve ({model})")
     write_json(
-        out / "curve.json", {"model": model, "eval": eval_spec, "rows": rows, "essential_sparsity": es}
+        out / "curve.json",
+        {
+            "model": model,
+            "eval": eval_spec,
+            "finetune_steps": finetune,
+            "rows": rows,
+            "essential_sparsity": es,
+        },
     )
     for m, v in es.items():
         typer.echo(

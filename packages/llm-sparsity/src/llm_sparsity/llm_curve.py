@@ -8,6 +8,11 @@ and the SMC-style scores of :mod:`llm_sparsity.task_scores` on ``input``/``targe
 one-output regression head), ``bleu:FILE`` (sacrebleu BLEU of a seq2seq model).
 Every grid point restores the targeted weights from one saved copy (the only extra memory,
 whatever the grid length), prunes with the method, and evaluates.
+
+With fine-tuning (:func:`make_trainer`, ``curve --finetune STEPS --train FILE``) each point follows
+the Essential Sparsity protocol: prune, fine-tune the sparse model on the task's training rows with
+the mask kept, evaluate; the dense point gets the same fine-tuning. All trainable weights change
+then, so the saved copy is of the whole model's parameters.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from llm_sparsity.targets import Targets
 from llm_sparsity.userdata import column, read_records
 from research_systems_core.errors import UserError
 
-__all__ = ["EVAL_KINDS", "classification_accuracy", "llm_curve", "make_evaluator", "parse_eval_spec"]
+__all__ = [
+    "EVAL_KINDS",
+    "classification_accuracy",
+    "llm_curve",
+    "make_evaluator",
+    "make_trainer",
+    "parse_eval_spec",
+]
 
 log = logging.getLogger(__name__)
 EVAL_KINDS = ("ppl", "mc", "cls", "gen", "reg", "bleu")
@@ -112,6 +124,79 @@ def make_evaluator(
     return lambda model: classification_accuracy(model, tokenizer, texts, labels)
 
 
+def classification_loss(
+    model: torch.nn.Module, tokenizer: Any, items: Sequence[tuple[str, int]]
+) -> torch.Tensor:
+    """Cross-entropy of the model's sequence-classification head."""
+    enc = tokenizer([t for t, _ in items], padding=True, truncation=True, return_tensors="pt")
+    device = next(model.parameters()).device
+    logits = model(
+        input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+    ).logits
+    return torch.nn.functional.cross_entropy(
+        logits.float(), torch.tensor([y for _, y in items], device=device)
+    )
+
+
+def lm_window_loss(model: torch.nn.Module, tokenizer: Any, items: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Language-modelling loss of token windows (all of the same length)."""
+    ids = torch.stack(list(items)).to(next(model.parameters()).device)
+    return model(input_ids=ids, labels=ids).loss
+
+
+def _training_items(
+    kind: str, source: str, tokenizer: Any, columns: dict[str, str], seq_len: int
+) -> tuple[list, Callable]:
+    from llm_sparsity import smc_tasks, task_scores
+    from llm_sparsity.smc_causal import answer_lm_loss
+
+    if kind == "ppl":
+        from llm_sparsity.calibration import load_calibration
+
+        windows = load_calibration(source, tokenizer, n_samples=64, seq_len=seq_len, seed=0,
+                                   text_column=columns["text_column"])  # fmt: skip
+        return list(windows), lm_window_loss
+    if kind == "mc":
+        examples = read_mc_file(source, context_column=columns["context_column"],
+                                choices_column=columns["choices_column"], label_column=columns["label_column"])  # fmt: skip
+        return [(ex.context, " " + ex.choices[ex.label]) for ex in examples], answer_lm_loss
+    if kind == "cls":
+        return list(
+            zip(*_cls_data(source, columns["text_column"], columns["label_column"]), strict=True)
+        ), classification_loss
+    inputs, targets = task_scores.read_pairs(source, columns["input_column"], columns["target_column"],
+                                             numeric=kind != "bleu")  # fmt: skip
+    if kind == "gen":
+        return [(q, f" {a:g}") for q, a in zip(inputs, targets, strict=True)], answer_lm_loss
+    loss = smc_tasks.regression_loss if kind == "reg" else smc_tasks.seq2seq_loss
+    return list(zip(inputs, targets, strict=True)), loss
+
+
+def make_trainer(kind: str, source: str, tokenizer: Any, *, batch_size: int = 8, lr: float = 5e-5,
+                 seq_len: int = 128, **columns: str) -> Any:  # fmt: skip
+    """A trainer (``.train(model, masks, steps, seed=...)``, AdamW, masks kept) on the training rows of
+    ``source`` in the same format as the ``--eval`` kind: ppl text windows (LM loss), mc rows (LM
+    loss of the correct option), cls rows (head cross-entropy), gen pairs (LM loss of the answer),
+    reg (MSE), bleu (teacher-forced cross-entropy)."""
+    from llm_sparsity.finetune import FinetuneConfig
+    from llm_sparsity.smc_tasks import PairTrainer
+
+    defaults = {"text_column": "text", "label_column": "label", "context_column": "question",
+                "choices_column": "choices", "input_column": "input", "target_column": "target"}  # fmt: skip
+    items, loss = _training_items(kind, source, tokenizer, {**defaults, **columns}, seq_len)
+    if not items:
+        raise UserError(f"training file {source} has no rows")
+    return PairTrainer(items, tokenizer, loss, FinetuneConfig(batch_size=batch_size, lr=lr))
+
+
+def _finetuned_score(model, evaluate, finetune, masks, seed):
+    if finetune is not None:
+        trainer, steps = finetune
+        trainer.train(model, masks, steps, seed=seed, mode="sparse")
+        model.eval()
+    return evaluate(model)
+
+
 def llm_curve(
     model: torch.nn.Module,
     targets: Targets,
@@ -123,21 +208,41 @@ def llm_curve(
     tokenizer: Any = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    finetune: tuple[Any, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows (method, sparsity, score); the dense point first. The model ends dense again."""
+    """Rows (method, sparsity, score); the dense point first. The model ends dense again.
+
+    ``finetune=(trainer, steps)``: every point (dense included) is fine-tuned ``steps`` with its
+    mask kept before it is evaluated."""
     for method in methods:
         PruneSpec(method, 0.5)  # validate every method before any work
-    saved = {n: p.detach().clone() for n, p in targets.parameters(model).items()}
-    rows = [{"method": "dense", "sparsity": 0.0, "score": evaluate(model)}]
-    params = targets.parameters(model)
+    params = dict(model.named_parameters()) if finetune is not None else targets.parameters(model)
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    rows = []
     try:
+        rows.append(
+            {
+                "method": "dense",
+                "sparsity": 0.0,
+                "score": _finetuned_score(model, evaluate, finetune, None, seed),
+            }
+        )
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
         for method in methods:
             for s in grid:
                 if s == 0:
                     continue
-                prune_llm(model, targets, PruneSpec(method, s), calibration=calibration, tokenizer=tokenizer,
-                          device=device, seed=seed)  # fmt: skip
-                rows.append({"method": method, "sparsity": s, "score": evaluate(model)})
+                masks = prune_llm(model, targets, PruneSpec(method, s), calibration=calibration,
+                                  tokenizer=tokenizer, device=device, seed=seed)  # fmt: skip
+                score = _finetuned_score(model, evaluate, finetune, masks, seed)
+                if finetune is not None:  # invariant: fine-tuning kept the mask
+                    kept = masks.sparsity()
+                    zeros = sum(int(p.eq(0).sum()) for p in targets.parameters(model).values())
+                    if zeros < round(kept * targets.n_weights(model)):
+                        raise RuntimeError(f"fine-tuning at sparsity {s} regrew pruned weights")
+                rows.append({"method": method, "sparsity": s, "score": score})
                 log.info("%s at %.2f: %.4f", method, s, rows[-1]["score"])
                 with torch.no_grad():
                     for n, p in params.items():
