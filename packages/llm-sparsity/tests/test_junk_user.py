@@ -62,6 +62,7 @@ def test_options_axis_keeps_the_answer_and_k_shot_prepends_solved_rows() -> None
         ("train_fraction", [0.5], True, 0, "--finetune-steps >= 1"),
         ("train_fraction", [1.5], True, 2, r"must be in \(0, 1\]"),
         ("depth", [1], True, 0, "axis must be one of"),
+        ("context", [0.0], True, 0, r"context level 0.0 must be in \(0, 1\]"),
     ],
 )
 def test_bad_levels_are_refused(axis, levels, causal, steps, message) -> None:
@@ -120,3 +121,55 @@ def test_cli_junk_dna_on_user_data(lm_dir, tmp_path) -> None:
     # a level whose dense accuracy is at chance has no normalised drop (random tiny weights)
     assert result["trend"].get("options", {}).get("levels_easy_to_hard", []) == measured
     assert "options=2 s=0.5 seed 0: accuracy" in ok.output
+
+
+def test_context_axis_keeps_the_last_words() -> None:
+    study = UserStudy([], _examples()[:1], "context", [0.4], causal=False)
+    (item,) = level_items(study, 0.4, seed=0)
+    assert item.context == "on the" and item.choices == tuple(ROWS[0]["choices"])  # 2 of 5 words
+
+
+def test_mode_and_quantization_control_are_checked() -> None:
+    with pytest.raises(ValueError, match="transfer mode must be one of sparse, sparse_to_dense, frozen"):
+        check_levels(UserStudy(_examples(), _examples(), "options", [2], True, mode="dense"))
+    with pytest.raises(ValueError, match="quantization control is zero-shot"):
+        check_levels(UserStudy(_examples(), _examples(), "options", [2], True, 1, quant_bits=(4,)))
+
+
+@pytest.mark.parametrize("mode", ["frozen", "sparse_to_dense"])
+def test_transfer_modes_and_quantization_rows(lm_dir, mode) -> None:
+    from llm_sparsity.junk_dna import quantize_weights
+
+    model, tok = load_model(str(lm_dir / "lm"), device="cpu", dtype="fp32")
+    targets = select_targets(model, "essential")
+    ft = UserStudy(_examples(), _examples(), "options", [2, 4], True, 1, batch_size=2, lr=1e-2, mode=mode)
+    rows = run_user_junk_dna(model, tok, targets, ft, [0.5], "magnitude", [0])
+    assert {r["mode"] for r in rows} == {mode} and len(rows) == 4
+    zs = UserStudy(_examples(), _examples(), "options", [2, 4], True, quant_bits=(8, 3))
+    rows = run_user_junk_dna(model, tok, targets, zs, [0.5], "magnitude", [0])
+    assert [r["method"] for r in rows] == ["dense"] * 2 + ["magnitude"] * 2 + ["quant8"] * 2 + ["quant3"] * 2
+    # the quant3 row is the score of the 3-bit model, level by level
+    quantize_weights(model, targets, 3)
+    from llm_sparsity.evaluation import mc_accuracy
+
+    for r in rows[-2:]:
+        items = level_items(zs, r["value"], 0)
+        assert r["accuracy"] == pytest.approx(mc_accuracy(model, tok, items)["acc"])
+
+
+def test_trend_orders_the_new_axes_from_easy_to_hard() -> None:
+    from llm_sparsity.junk_dna import difficulty_trend
+
+    rows = [
+        {"axis": axis, "value": v, "method": "magnitude", "sparsity": 0.5, "drop": d}
+        for axis, pairs in {
+            "k_shot": [(0, 0.3), (4, 0.1)],
+            "train_fraction": [(0.25, 0.5), (1.0, 0.2)],
+            "context": [(0.5, 0.4), (1.0, 0.1)],
+        }.items()
+        for v, d in pairs
+    ]
+    trend = difficulty_trend(rows, "magnitude", (0.5, 0.5))
+    assert trend["k_shot"]["levels_easy_to_hard"] == [4, 0] and trend["k_shot"]["mean_drop"] == [0.1, 0.3]
+    assert trend["train_fraction"]["levels_easy_to_hard"] == [1.0, 0.25]
+    assert trend["context"]["levels_easy_to_hard"] == [1.0, 0.5]

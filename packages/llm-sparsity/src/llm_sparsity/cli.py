@@ -512,13 +512,23 @@ def junk_dna(
     ),
     train: Path = typer.Option(None, "--train", help="Your training rows (same columns) for --mc."),
     axis: str = typer.Option(
-        "options", "--axis", help="With --mc: train_fraction, options or k_shot (causal LMs)."
+        "options", "--axis", help="With --mc: train_fraction, options, k_shot (causal LMs) or context."
     ),
     levels: str = typer.Option(
-        None, "--levels", help="With --mc: comma-separated levels (fractions, option counts or k)."
+        None,
+        "--levels",
+        help="With --mc: comma-separated levels (fractions, option counts, k, context shares).",
     ),
     finetune_steps: int = typer.Option(
         0, "--finetune-steps", help="With --mc: fine-tuning steps after pruning (mask kept)."
+    ),
+    mode: str = typer.Option(
+        "sparse",
+        "--mode",
+        help="With --mc: transfer mode of the fine-tuning: sparse, sparse_to_dense, frozen.",
+    ),
+    quant_bits: str = typer.Option(
+        None, "--quant-bits", help="With --mc: quantization control at these bit widths (e.g. 8,4)."
     ),
     context_column: str = typer.Option(
         "question", "--context-column", help="Context column of --mc/--train."
@@ -529,8 +539,9 @@ def junk_dna(
     """Task-difficulty study: curves per difficulty level (options, similar distractors, query context).
 
     With --mc (and --train), on your own multiple-choice data along one --axis: the fraction of
-    training data fine-tuned on, the number of answer options, or k in-context examples (causal LMs);
-    drops normalised to chance and to the dense model."""
+    training data fine-tuned on, the number of answer options, k in-context examples (causal LMs),
+    or the share of context kept; fine-tuning in a transfer mode (--mode); the quantization
+    control (--quant-bits); drops normalised to chance and to the dense model."""
     from llm_sparsity.junk_dna import difficulty_trend, run_difficulty_curves
     from llm_sparsity.models import load_pretrained
     from llm_sparsity.probe import MCSuite
@@ -545,9 +556,11 @@ def junk_dna(
             "choices_column": choices_column,
             "label_column": label_column,
         }
+        quant = tuple(int(b) for b in _floats(quant_bits, "--quant-bits")) if quant_bits else ()
         rows = _junk_dna_user(
-            model, mc, train, axis, levels, finetune_steps, sparsities, methods, seeds, cols
-        )
+            model, mc, train, axis, levels, finetune_steps, sparsities, methods, seeds, cols,
+            mode=mode, quant_bits=quant,
+        )  # fmt: skip
         method = _names(methods, "--methods")[0]
         pruned = sorted({r["sparsity"] for r in rows if r["sparsity"] > 0})
         trend = difficulty_trend(rows, method, (pruned[0], pruned[-1])) if pruned else {}
@@ -576,7 +589,8 @@ def junk_dna(
         typer.echo(f"{axis}: mean drop easy->hard {[round(d, 3) for d in t['mean_drop']]}")
 
 
-def _junk_dna_user(model, mc, train, axis, levels, finetune_steps, sparsities, methods, seeds, cols):
+def _junk_dna_user(model, mc, train, axis, levels, finetune_steps, sparsities, methods, seeds, cols, *,
+                   mode="sparse", quant_bits=()):  # fmt: skip
     """Junk DNA on the user's rows: options and data are validated before the model loads."""
     from llm_sparsity.evaluation import read_mc_file
     from llm_sparsity.junk_user import AXES, UserStudy, check_levels, run_user_junk_dna
@@ -595,7 +609,8 @@ def _junk_dna_user(model, mc, train, axis, levels, finetune_steps, sparsities, m
     test_rows = read_mc_file(mc, **cols)
     train_rows = read_mc_file(train, **cols) if train is not None else []
     causal = infer_task(load_config(model)) == "causal-lm"
-    study = UserStudy(train_rows, test_rows, axis, _floats(levels, "--levels"), causal, finetune_steps)
+    study = UserStudy(train_rows, test_rows, axis, _floats(levels, "--levels"), causal, finetune_steps,
+                      mode=mode, quant_bits=quant_bits)  # fmt: skip
     check_levels(study)
     if causal:
         net, tokenizer = load_model(model, "causal-lm", device="cpu", dtype="fp32")

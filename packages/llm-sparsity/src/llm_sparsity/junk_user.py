@@ -8,6 +8,13 @@ One axis per study, each level a harder or easier version of the same task:
   ``n - 1`` distractors of a seeded shuffle); more options = harder.
 - ``k_shot``: ``k`` solved training examples put before each question (causal LMs only; the
   in-context setting of the paper's LLM experiments); fewer shots = harder.
+- ``context``: the share of each context's words kept (the last ones, so a question at the end
+  stays); a shorter context = harder.
+
+Fine-tuning after pruning uses one of the paper's transfer modes (``sparse``: mask kept,
+``sparse_to_dense``: pruned weights start at zero and may regrow, ``frozen``: pruned weights back
+at their pre-trained values and not updated). ``quant_bits`` adds the quantization control
+(round-to-nearest weights of the same layers instead of pruning, zero-shot).
 
 Scores: a causal LM by log-likelihood multiple choice (``acc`` of :func:`evaluation.mc_accuracy`),
 an encoder by cosine similarity of mean-pooled embeddings (:func:`finetune.mc_accuracy`). Every
@@ -28,16 +35,17 @@ from llm_sparsity.evaluation import MCExample
 from llm_sparsity.evaluation import mc_accuracy as loglik_mc_accuracy
 from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer
 from llm_sparsity.finetune import mc_accuracy as cosine_mc_accuracy
-from llm_sparsity.junk_dna import normalise
+from llm_sparsity.junk_dna import normalise, quantize_weights
 from llm_sparsity.pruning import check_sparsity, prune, rewind
 from llm_sparsity.targets import Targets
 from llm_sparsity.tasks import MCItem
 from research_systems_core.logs import progress
 from research_systems_core.validation import check_int
 
-__all__ = ["AXES", "UserStudy", "check_levels", "level_items", "run_user_junk_dna"]
+__all__ = ["AXES", "MODES", "UserStudy", "check_levels", "level_items", "run_user_junk_dna"]
 
-AXES = ("train_fraction", "options", "k_shot")
+AXES = ("train_fraction", "options", "k_shot", "context")
+MODES = ("sparse", "sparse_to_dense", "frozen")
 
 
 @dataclass
@@ -52,6 +60,8 @@ class UserStudy:
     finetune_steps: int = 0
     batch_size: int = 8
     lr: float = 5e-5
+    mode: str = "sparse"
+    quant_bits: tuple[int, ...] = ()
 
 
 def check_levels(study: UserStudy) -> None:
@@ -63,6 +73,12 @@ def check_levels(study: UserStudy) -> None:
     if not study.test:
         raise ValueError("no evaluation rows")
     check_int("finetune_steps", study.finetune_steps, minimum=0)
+    if study.mode not in MODES:
+        raise ValueError(f"transfer mode must be one of {', '.join(MODES)}, got {study.mode!r}")
+    for b in study.quant_bits:
+        check_int("quant_bits", b, minimum=2, maximum=16)
+    if study.quant_bits and study.finetune_steps:
+        raise ValueError("the quantization control is zero-shot: give --quant-bits without --finetune-steps")
     for v in study.levels:
         if study.axis == "train_fraction":
             if not 0.0 < v <= 1.0:
@@ -73,6 +89,9 @@ def check_levels(study: UserStudy) -> None:
                 )
             if not study.train:
                 raise ValueError("axis train_fraction needs training rows (--train)")
+        elif study.axis == "context":
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"context level {v} must be in (0, 1] (the share of context words kept)")
         elif study.axis == "options":
             fewest = min(len(ex.choices) for ex in study.test)
             if v != int(v) or not 2 <= v <= fewest:
@@ -109,7 +128,15 @@ def level_items(study: UserStudy, value: float, seed: int) -> list[MCExample]:
         return [_restrict_options(ex, int(value), rng) for ex in study.test]
     if study.axis == "k_shot":
         return [_with_shots(ex, rng.sample(study.train, int(value))) for ex in study.test]
+    if study.axis == "context":
+        return [_truncate_context(ex, value) for ex in study.test]
     return list(study.test)
+
+
+def _truncate_context(ex: MCExample, share: float) -> MCExample:
+    words = ex.context.split()
+    keep = max(1, round(share * len(words)))
+    return replace(ex, context=" ".join(words[len(words) - keep :]))
 
 
 def _chance(items: Sequence[MCExample]) -> float:
@@ -144,14 +171,20 @@ def _subset(n: int, fraction: float, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), k))
 
 
-def _cell(model, tokenizer, targets, study, method, sparsity, seed, fraction):
-    """Prune one copy, fine-tune if asked (on ``fraction`` of the training rows), return the model."""
+def _cell(model, tokenizer, targets, study, method, sparsity, seed, fraction, pretrained):
+    """Prune (or quantize: ``method`` ``quantN``) one copy, fine-tune if asked (on ``fraction`` of
+    the training rows, in the study's transfer mode); returns the masks."""
     masks = None
+    if method.startswith("quant"):
+        quantize_weights(model, targets, int(method[5:]))
+        return None
     if sparsity > 0:
         masks = prune(model, targets, sparsity, method, generator=torch.Generator().manual_seed(seed))
     if study.finetune_steps and study.train:
         subset = _subset(len(study.train), fraction, seed)
-        _trainer(study, tokenizer).train(model, masks, study.finetune_steps, seed=seed, subset=subset)
+        pre = {n: pretrained[n] for n in targets.names}
+        _trainer(study, tokenizer).train(model, masks, study.finetune_steps, seed=seed, subset=subset,
+                                         mode=study.mode, pretrained=pre)  # fmt: skip
     return masks
 
 
@@ -172,12 +205,14 @@ def run_user_junk_dna(
     grid = sorted({0.0, *map(float, sparsities)})
     per_level = study.axis == "train_fraction"
     pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    cells = [(seed, s, v) for seed in seeds for s in grid for v in (study.levels if per_level else [None])]
+    points = [(method, s) for s in grid] + [(f"quant{b}", 0.0) for b in study.quant_bits]
+    level_groups = study.levels if per_level else [None]
+    cells = [(seed, m, s, v) for seed in seeds for m, s in points for v in level_groups]
     rows: list[dict[str, Any]] = []
     try:
-        for seed, s, v in progress(cells, desc="junk-dna (user data)"):
+        for seed, m, s, v in progress(cells, desc="junk-dna (user data)"):
             rewind(model, pretrained)
-            masks = _cell(model, tokenizer, targets, study, method, s, seed, v if per_level else 1.0)
+            masks = _cell(model, tokenizer, targets, study, m, s, seed, v if per_level else 1.0, pretrained)
             for value in [v] if per_level else study.levels:
                 items = level_items(study, value, seed)
                 rows.append(
@@ -185,7 +220,7 @@ def run_user_junk_dna(
                         "axis": study.axis,
                         "value": float(value),
                         "level": f"{study.axis}={value:g}",
-                        "method": "dense" if s == 0 else method,
+                        "method": "dense" if s == 0 and m == method else m,
                         "sparsity": s,
                         "actual_sparsity": masks.sparsity() if masks is not None else 0.0,
                         "seed": seed,
@@ -193,6 +228,7 @@ def run_user_junk_dna(
                         "chance": _chance(items),
                         "n": len(items),
                         "finetune_steps": study.finetune_steps,
+                        "mode": study.mode,
                     }
                 )
     finally:
