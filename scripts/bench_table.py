@@ -37,7 +37,7 @@ def load_records(results: pathlib.Path) -> dict[str, list[dict]]:
     return records
 
 
-def bench_markdown(records: dict[str, list[dict]], packages: list[str]) -> str:
+def bench_markdown(records: dict[str, list[dict]], packages: list[str], note: str = "") -> str:
     """The table: one row per measure, with the machine each package ran on."""
     lines = [
         "# Benchmarks",
@@ -91,11 +91,12 @@ def main() -> int:
     )
     parser.add_argument("--results", type=pathlib.Path, default=ROOT / "results" / "bench")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--note", default="", help="a sentence on where these results come from")
     args = parser.parse_args()
     packages = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
     records = load_records(args.results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(bench_markdown(records, packages))
+    args.out.write_text(bench_markdown(records, packages, args.note))
     print(f"wrote {args.out} ({sum(len(r) for r in records.values())} records, {len(records)} packages)")
     return 0
 
