@@ -45,6 +45,7 @@ def bench_markdown(records: dict[str, list[dict]], packages: list[str], note: st
         "Ours against the peer library on the same inputs in one run (interleaved repeats, medians).",
         "`ratio` > 1 means ours is better (faster, or less memory). Regenerate with "
         '`python scripts/bench_table.py` after `uv run nox -s "bench(<package>)"`.',
+        *(["", note] if note else []),
         "",
         "| package | measure | ours | peer | unit | ratio | goal | met | mode | date | machine |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
