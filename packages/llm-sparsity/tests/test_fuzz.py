@@ -192,3 +192,50 @@ def test_smc_report_names_the_row_and_the_missing_key(tmp_path) -> None:
     _assert_clean(res, "results row 2 lacks key 'accuracy'")
     path.write_text(json.dumps({**row, "accuracy": "high"}) + "\n")
     _assert_clean(runner.invoke(app, ["smc-report", "--results", str(path)]), "'accuracy' is not a number")
+
+
+def _junk(model_dir, *extra: str):
+    folder = model_dir.parent
+    rows = [{"question": "the cat sat on", "choices": ["a", "mat", "the"], "label": 1}] * 3
+    (folder / "mc.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return runner.invoke(app, ["junk-dna", "--model", str(model_dir), "--mc", str(folder / "mc.jsonl"), "--train",
+                               str(folder / "mc.jsonl"), "--sparsities", "0.5", "--methods", "magnitude",
+                               "--out", str(folder / "junk"), *extra])  # fmt: skip
+
+
+@FUZZ
+@given(
+    case=st.one_of(
+        st.tuples(st.just("k_shot"), st.integers(4, 10**6).map(str), st.just("training pool")),
+        st.tuples(st.just("k_shot"), st.integers(-(10**6), -1).map(str), st.just("k_shot level")),
+        st.tuples(st.just("options"), st.integers(4, 10**6).map(str), st.just("options level")),
+        st.tuples(st.just("context"), st.floats(1.0001, 1e6).map(str), st.just("context level")),
+        st.tuples(st.just("train_fraction"), st.floats(0.01, 1.0).map(str), st.just("--finetune-steps")),
+        st.tuples(st.text("xyz_", min_size=1, max_size=8), st.just("1"), st.just("--axis")),
+    )
+)
+def test_junk_dna_user_rejects_bad_levels(model_dir, case) -> None:
+    axis, level, name = case
+    _assert_clean(_junk(model_dir, "--axis", axis, "--levels", level), name)
+
+
+@FUZZ
+@given(
+    mode=st.text(min_size=1, max_size=10).filter(lambda m: m not in ("sparse", "sparse_to_dense", "frozen"))
+)
+def test_junk_dna_user_rejects_bad_modes(model_dir, mode) -> None:
+    _assert_clean(_junk(model_dir, "--axis", "options", "--levels", "2", "--mode", mode), "transfer mode")
+
+
+def test_curve_finetune_bad_inputs(model_dir) -> None:
+    folder = model_dir.parent
+    (folder / "mc2.jsonl").write_text(
+        json.dumps({"question": "the cat", "choices": ["sat", "on"], "label": 0}) + "\n"
+    )
+    base = ["curve", "--model", str(model_dir), "--eval", f"mc:{folder / 'mc2.jsonl'}", "--method", "magnitude",
+            "--sparsities", "0.3,0.6", "--device", "cpu", "--out", str(folder / "c")]  # fmt: skip
+    _assert_clean(runner.invoke(app, [*base, "--finetune", "2"]), "--train")
+    _assert_clean(runner.invoke(app, [*base, "--finetune", "2", "--train", "nope.jsonl"]), "does not exist")
+    _assert_clean(runner.invoke(app, [*base, "--finetune", "-1"]), "--finetune")
+    _assert_clean(runner.invoke(app, [*base, "--finetune", "1", "--train", str(folder / "mc2.jsonl"),
+                                      "--finetune-lr", "0"]), "--finetune-lr")  # fmt: skip
