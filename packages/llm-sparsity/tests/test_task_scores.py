@@ -269,3 +269,50 @@ def test_smc_bench_cli_scores_a_causal_lm_by_loglikelihood_and_generation(tok, t
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
     assert {r["task"] for r in rows} == {"csqa", "arithmetic"} and len(rows) == 4
+
+
+def test_winogrande_partial_scoring_matches_a_hand_loop(tok, tmp_path) -> None:
+    from llm_sparsity.models import tiny_lm
+    from llm_sparsity.smc_bench import Budget, load_task
+    from llm_sparsity.smc_causal import read_winogrande, winogrande_accuracy
+
+    rows = [
+        {"sentence": "the cat sat _ what is 2", "option1": "le", "option2": "chat", "answer": "2"},
+        {"sentence": "_ cat is 3", "option1": "the", "option2": "what", "answer": 1},
+        {"sentence": "what is _ sat 5", "option1": "the cat", "option2": "chat", "answer": "1"},
+    ]
+    (tmp_path / "winogrande").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "winogrande" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    items = read_winogrande(tmp_path / "winogrande" / "test.jsonl")
+    assert items[0].partial() == (["the cat sat le", "the cat sat chat"], "what is 2")
+    model = tiny_lm("gpt2", vocab_size=64).eval()
+
+    def loglik(context: str, target: str) -> float:  # token loop, one position at a time
+        ctx = tok(context, add_special_tokens=False)["input_ids"] or [tok.bos_token_id]
+        full = tok(context + " " + target, add_special_tokens=False)["input_ids"]
+        cont = full[len(tok(context, add_special_tokens=False)["input_ids"]) :]
+        seq, total = list(ctx), 0.0
+        for t in cont:
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([seq])).logits[0, -1].float(), -1)
+            total += float(logp[t])
+            seq.append(t)
+        return total
+
+    hand = 0
+    for r in rows:
+        idx = r["sentence"].index("_")
+        target = r["sentence"][idx + 1 :].strip()
+        lls = [loglik(r["sentence"][:idx] + r[f"option{k}"], target) for k in (1, 2)]
+        hand += int(lls.index(max(lls)) == int(r["answer"]) - 1)
+    assert winogrande_accuracy(model, tok, items) == pytest.approx(hand / 3)
+    bundle = load_task(
+        "winogrande", tmp_path, tok, Budget(steps=1, batch_size=2), family="causal-lm", n_eval=3
+    )
+    assert bundle.evaluate(model) == pytest.approx(hand / 3)
+    assert bundle.trainer.train(model, None, 1).steps == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"sentence": "no blank", "option1": "a", "option2": "b", "answer": 1}) + "\n")
+    with pytest.raises(ValueError, match="row 1: sentence has no '_'"):
+        read_winogrande(bad)
