@@ -44,7 +44,7 @@ def _kill_at_random_point(out: pathlib.Path, rng: random.Random) -> bool:
     """Start training, SIGKILL it after a seeded number of finished epochs plus a seeded delay
     (so the kill can land mid-epoch or mid-save); True when it was killed before finishing."""
     epochs_done = rng.randint(1, 2)
-    delay = rng.uniform(0.0, 0.5)
+    delay = rng.uniform(0.0, 0.1)
     proc = subprocess.Popen(_command(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = out / "history.jsonl"
     deadline = time.monotonic() + 600
