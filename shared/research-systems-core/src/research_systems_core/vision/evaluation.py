@@ -18,7 +18,7 @@ def _reduce_sum(stats: torch.Tensor) -> torch.Tensor:
     """All-reduce (sum) across ranks when a process group is up; nccl needs the tensor on CUDA."""
     if dist.is_available() and dist.is_initialized():
         if dist.get_backend() == "nccl" and stats.device.type != "cuda":
-            stats = stats.cuda()
+            stats = stats.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(stats, op=dist.ReduceOp.SUM)
     return stats
 
