@@ -6,31 +6,18 @@ from __future__ import annotations
 import sys
 
 import torch
+from test_isp_smc import WORDS, _items  # the same toy task as the in-process SMC tests (same folder)
 
-from llm_sparsity.finetune import FinetuneConfig, MCItem, RetrievalTrainer
+from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer
 from llm_sparsity.models import build_word_tokenizer, create_model
 from llm_sparsity.smc_bench import Budget, TaskBundle, run_benchmark
 from llm_sparsity.targets import select_targets
 
-WORDS = ["apple", "river", "stone", "cloud", "green", "music", "table", "light"]
 METHODS = ["omp_before", "random", "imp", "rigl"]
 GRID = [0.2, 0.4, 0.6]
 SEEDS = [0, 1]
 BUDGET = Budget(steps=2, imp_rounds=2, imp_steps_per_round=1, rigl_every=1, isp_rounds=1, isp_masks=2,
                 isp_weak_steps=1, isp_main_steps=1, snip_batches=1, batch_size=4)  # fmt: skip
-
-
-def _items(n: int, seed: int) -> list[MCItem]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        idx = torch.randperm(len(WORDS), generator=g)[:3].tolist()
-        q = WORDS[idx[0]]
-        gold = int(torch.randint(0, 3, (1,), generator=g))
-        cands = [WORDS[i] for i in idx[1:]]
-        cands.insert(gold, f"{q} {q}")
-        out.append(MCItem(f"the {q}", tuple(cands), gold))
-    return out
 
 
 def run(results: str) -> list[dict]:
