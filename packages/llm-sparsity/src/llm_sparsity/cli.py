@@ -737,7 +737,8 @@ def smc_bench(
     """SMC-Bench-style runner: methods x sparsities x tasks x seeds, resumable JSONL, summary and plots.
 
     A causal LM is scored as SMC-Bench scores it: csqa/race/winogrande by log-likelihood multiple
-    choice, svamp/arithmetic by greedy generation with exact match of the numeric answer."""
+    choice, svamp/arithmetic by greedy generation with exact match of the numeric answer; an encoder
+    is scored on csqa/race/winogrande through a trained multiple-choice head."""
     from llm_sparsity.models import infer_task, load_config, load_model, load_pretrained
     from llm_sparsity.smc_bench import (
         METHODS,
@@ -780,6 +781,7 @@ def smc_bench(
                     family=family,
                     n_train=n_train,
                     n_eval=n_eval,
+                    **({} if family == "causal-lm" else {"model": model}),
                 )
             except TaskUnavailable as exc:
                 log.warning("skipping task %s: %s", t, exc)

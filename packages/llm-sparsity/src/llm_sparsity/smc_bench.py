@@ -272,8 +272,17 @@ def load_task(
     """Build a registered task; :class:`TaskUnavailable` when its data is missing.
 
     ``family="causal-lm"``: the task as SMC-Bench scores it for a causal LM (log-likelihood
-    multiple choice, or generation with exact numeric match; :mod:`smc_causal`)."""
+    multiple choice, or generation with exact numeric match; :mod:`smc_causal`). ``model=`` (an
+    encoder's directory or hub id) for ``csqa``/``race``/``winogrande`` and any other family: a
+    trained multiple-choice head on that encoder (:mod:`mc_head`) instead of cosine scoring."""
     builder = TASKS.get(name)
+    model = kwargs.pop("model", None)
+    if family != "causal-lm" and model is not None and name in ("csqa", "race", "winogrande"):
+        from llm_sparsity.mc_head import build_mc_head_task  # encoders: a trained multiple-choice head
+
+        return build_mc_head_task(name, Path(data_dir), model, n_train=kwargs.get("n_train", 600),
+                                  n_eval=kwargs.get("n_eval", 300), batch_size=budget.batch_size,
+                                  lr=budget.lr)  # fmt: skip
     if family == "causal-lm" and name not in ("protein", "translation"):
         from llm_sparsity.smc_causal import build_causal_task
 
