@@ -69,6 +69,22 @@ def test_weights_one_give_the_unrefined_parameters_and_zero_the_origin_exactly()
         assert torch.allclose(theta, expected, atol=1e-6)
 
 
+def test_load_weights_writes_theta_in_place_exactly_at_the_ends() -> None:
+    model, wot = _setup()
+    params = list(model.parameters())
+    w = torch.tensor([[0.2, 0.9], [0.5, 0.1], [1.0, 0.3]])
+    wot.load_weights(w)
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))  # same objects
+    for p, theta in zip(params, wot.combine(w), strict=True):
+        assert torch.allclose(p, theta, atol=1e-6)
+    wot.load_weights(torch.ones(3, wot.num_groups))
+    assert all(torch.equal(p, s) for p, s in zip(params, wot.snapshots[-1], strict=True))
+    wot.load_weights(torch.zeros(3, wot.num_groups))
+    assert all(torch.equal(p, s) for p, s in zip(params, wot.snapshots[0], strict=True))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        wot.load_weights(torch.zeros(2, wot.num_groups))
+
+
 def _loss_at(model: Tiny, wot: WOT, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The loss as an explicit function of the weights (autograd through theta(W))."""
     deltas = wot.deltas()

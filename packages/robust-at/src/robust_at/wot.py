@@ -255,35 +255,51 @@ class WOT:
             return torch.ones(n, g)
         return torch.rand(n, g, generator=generator)
 
-    def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
-        """theta(W) for every parameter, exact at W = 0 (s_0) and W = 1 (s_n)."""
+    def _coefficients(self, weights: torch.Tensor) -> list[list[float]]:
+        """``c[k][g] = W_k - W_{k+1}`` for k = 0..n (``W_0 = 1``, ``W_{n+1} = 0``) as Python
+        floats: scalar arguments of the device kernels, no per-tensor host-to-device copies."""
         n = len(self.snapshots) - 1
         if weights.shape != (n, self.num_groups):
             raise ValueError(f"weights must have shape ({n}, {self.num_groups}), got {tuple(weights.shape)}")
         padded = torch.cat(
             [torch.ones(1, self.num_groups), weights.detach().float().cpu(), torch.zeros(1, self.num_groups)]
         )
-        coeffs = padded[:-1] - padded[1:]  # c_k = W_k - W_{k+1}, k = 0..n
+        return (padded[:-1] - padded[1:]).tolist()
+
+    def combine(self, weights: torch.Tensor) -> list[torch.Tensor]:
+        """theta(W) for every parameter as new tensors, exact at W = 0 (s_0) and W = 1 (s_n)."""
+        c = self._coefficients(weights)
         out = []
         for i, g in enumerate(self.group_of):
-            c = coeffs[:, g].to(self.snapshots[0][i].device, self.snapshots[0][i].dtype)
-            theta = self.snapshots[0][i] * c[0]
-            for k in range(1, n + 1):
-                theta = theta + self.snapshots[k][i] * c[k]
+            theta = self.snapshots[0][i] * c[0][g]
+            for k in range(1, len(c)):
+                theta = theta + self.snapshots[k][i] * c[k][g]
             out.append(theta)
         return out
 
     @torch.no_grad()
     def load_weights(self, weights: torch.Tensor) -> None:
-        """Set the model's parameters to theta(W) (in place, same Parameter objects)."""
-        for p, theta in zip(self.params, self.combine(weights), strict=True):
-            p.copy_(theta)
+        """Set the model's parameters to theta(W) in place (same Parameter objects, no temporary
+        tensors): ``p = c_0 s_0``, then ``p += c_k s_k`` for every non-zero ``c_k``. Exact at
+        W = 0 and W = 1 like :meth:`combine`."""
+        c = self._coefficients(weights)
+        for i, (p, g) in enumerate(zip(self.params, self.group_of, strict=True)):
+            p.copy_(self.snapshots[0][i])
+            if c[0][g] != 1.0:
+                p.mul_(c[0][g])
+            for k in range(1, len(c)):
+                if c[k][g] != 0.0:
+                    p.add_(self.snapshots[k][i], alpha=c[k][g])
 
     def _dots(self, grads: list[torch.Tensor], deltas: list[list[torch.Tensor]]) -> torch.Tensor:
         """<d_j[p], dL/dp> for every delta j and parameter p, (deltas, params) float64 on the CPU;
-        one device-to-host copy per batch."""
+        one fused dot per pair (no product tensor) and one device-to-host copy per batch."""
+        flat = [g.reshape(-1) for g in grads]
         dots = torch.stack(
-            [torch.stack([torch.sum(d * g) for d, g in zip(delta, grads, strict=True)]) for delta in deltas]
+            [
+                torch.stack([torch.dot(d.reshape(-1), g) for d, g in zip(delta, flat, strict=True)])
+                for delta in deltas
+            ]
         )
         return dots.detach().cpu().double()
 
