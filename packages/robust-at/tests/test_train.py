@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from research_systems_core.checkpoint import latest_checkpoint
+from research_systems_core.checkpoint import CheckpointError, latest_checkpoint
 from robust_at import methods as methods_module
 from robust_at.attacks import AttackConfig
 from robust_at.data import load_dataset
@@ -73,6 +73,29 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path: pathlib.P
     assert _strip(rows_full) == _strip(rows_resumed)
     assert full["wot"]["history"] == resumed["wot"]["history"]
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
+
+
+def test_wot_run_forked_from_a_plain_run_before_wot_starts_equals_a_fresh_wot_run(tmp_path) -> None:
+    """The reproduction continues its WOT runs from the AT run's checkpoint at the decay."""
+    import shutil
+
+    # the plain run has SWA from the decay (epoch 1): forks are taken before it (SWA's evaluation
+    # draws PGD random starts from the global generator)
+    wot_cfg = build_config(None, {**TINY, "swa": False, "wot": {**TINY["wot"], "start_epoch": 1}})
+    at_cfg = build_config(None, {**TINY, "wot": {"enabled": False}})
+    train(wot_cfg, tmp_path / "fresh", data=_data(wot_cfg))
+    train(at_cfg, tmp_path / "at", data=_data(at_cfg), stop_after_epoch=0)
+    shutil.copytree(tmp_path / "at" / "checkpoints", tmp_path / "forked" / "checkpoints")
+    forked = train(wot_cfg, tmp_path / "forked", data=_data(wot_cfg))
+    assert forked["wot"]["refinements"] >= 1
+    a = load_weights(tmp_path / "fresh" / "model_last.safetensors")
+    b = load_weights(tmp_path / "forked" / "model_last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # but a plain checkpoint from after WOT's start is refused (WOT would silently never run)
+    late = build_config(None, {**TINY, "swa": False, "wot": {**TINY["wot"], "start_epoch": 0}})
+    shutil.copytree(tmp_path / "at" / "checkpoints", tmp_path / "late" / "checkpoints")
+    with pytest.raises(CheckpointError, match="has no WOT state"):
+        train(late, tmp_path / "late", data=_data(late))
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch) -> None:

@@ -204,9 +204,10 @@ def reproduce(
     summary = run_reproduction(out, str(data_dir) if data_dir else None, quick=quick, seeds=seeds or None)
     typer.echo(f"verdict: {summary['verdict']} ({summary['verdict_reason']})")
     for row in summary["table"]:
+        aa = row["autoattack_mean"]
         typer.echo(
             f"  {row['method']:<48} clean {row['clean_mean']:.3f}  PGD-20 {row['pgd_mean']:.3f}±{row['pgd_std']:.3f}"
-            f"  AA {row['autoattack_mean']:.3f}"
+            f"  AA {'not run' if aa is None else f'{aa:.3f}'}"
         )
 
 

@@ -366,17 +366,26 @@ def save_run_checkpoint(state: RunState, cfg: TrainConfig, ckpt_dir: pathlib.Pat
     save_checkpoint(ckpt_dir, epoch, tensors, meta, keep=cfg.keep_checkpoints)
 
 
-def resume_run(state: RunState, ckpt_dir: pathlib.Path) -> bool:
-    """Load the latest verified checkpoint in ``ckpt_dir`` into ``state``; False when none."""
+def resume_run(state: RunState, ckpt_dir: pathlib.Path, wot_start: int | None = None) -> bool:
+    """Load the latest verified checkpoint in ``ckpt_dir`` into ``state``; False when none.
+
+    A checkpoint without WOT state (a plain run's, e.g. to fork WOT off an AT trajectory)
+    loads into a WOT run only if WOT has not started by then (``wot_start``)."""
     latest = latest_checkpoint(ckpt_dir)
     if latest is None:
         return False
     tensors, meta = load_checkpoint(latest)
+    no_wot_state = state.wot is not None and "wot" not in meta
+    if no_wot_state and (wot_start is None or int(meta["epoch"]) + 1 > wot_start):
+        raise CheckpointError(
+            f"checkpoint {latest} has no WOT state but this WOT run starts WOT at epoch {wot_start} "
+            f"and the checkpoint ends at epoch {meta['epoch']}; resume it without WOT or start afresh"
+        )
     load_state_into(state.base, _unprefixed("model", tensors), f"checkpoint {latest}")
     load_optimizer_state(state.optimizer, tensors, meta["optimizer"])
     if meta.get("scaler"):
         state.scaler.load_state_dict(meta["scaler"])
-    if state.wot is not None:
+    if state.wot is not None and "wot" in meta:
         state.wot.load_state(tensors, meta["wot"])
     if state.swa_model is not None and meta.get("swa_started"):
         state.swa_model.load_state_dict(_unprefixed("swa", tensors))
@@ -574,7 +583,7 @@ def train(
     state = build_run(cfg, data, device, info)
     state.out_dir = out
     if resume:
-        resume_run(state, ckpt_dir)
+        resume_run(state, ckpt_dir, cfg.wot_start())
     writer = _start_outputs(out, cfg, data, state, info)
     desc = f"{cfg.method}{'+wot' if state.wot else ''}"
     for epoch in progress(
