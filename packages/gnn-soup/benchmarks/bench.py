@@ -238,34 +238,45 @@ def _sbm(out: pathlib.Path, num_nodes: int, num_edges: int) -> GraphData:
     from gnn_soup.store import open_graph
 
     path = write_sbm_store(
-        out / f"sbm-{num_nodes}", num_nodes=num_nodes, num_edges=num_edges, split=(0.1, 0.02, 0.02)
+        out / f"sbm-{num_nodes}", num_nodes=num_nodes, num_edges=num_edges, split=(0.1, 0.01, 0.01)
     )
     return open_graph(path)
 
 
 def _sbm_plan(data: GraphData, k: int, steps: int):
     config = TrainConfig(
-        hidden_dim=32, steps=steps, eval_every=steps, eval_method="layerwise", eval_nodes=500
+        hidden_dim=32, dropout=0.0, steps=steps, eval_every=steps, eval_method="layerwise", eval_nodes=500
     )
-    kwargs = {"neighbor": {"batch_size": 512, "fanouts": [10, 5]}}
+    kwargs = {"neighbor": {"batch_size": 1024, "fanouts": [10, 5]}}
     return make_plan(data.name, k, config, samplers=["neighbor"], sampler_kwargs=kwargs, seed=0)
 
 
 def bench_workers(data: GraphData, steps: int, counts: tuple[int, ...] = (1, 2, 4)) -> dict:
-    """Throughput 1 vs 2 workers (K=4) and memory of 1 vs 4 workers on the shared SBM graph."""
+    """The same K=4 ingredients with 1, 2 and 4 workers forked from one preloaded forkserver.
+
+    Throughput: wall seconds of training once the pool is started (pool start-up reported
+    apart). Memory: the peak, over time, of the summed PSS of the pool's processes (the
+    forkserver, which holds the shared interpreter / torch pages, plus every worker), measured
+    the same way for every worker count, from ``/proc/<pid>/smaps_rollup``.
+    """
     from gnn_soup.memory import MemoryMonitor
 
     out: dict = {"graph": data.summary(), "steps_per_ingredient": steps, "most_workers": max(counts)}
     for workers in counts:
         executor = ProcessExecutor(workers=workers)
         try:
-            executor.warm_up(data)
             start = time.perf_counter()
-            with MemoryMonitor(executor.worker_pids()) as monitor:
+            executor.warm_up(data)
+            started = time.perf_counter()
+            pids = executor.pool_pids()
+            with MemoryMonitor(pids, interval=0.1) as monitor:
                 results = train_plan(_sbm_plan(data, 4, steps), data, executor)
             out[f"workers_{workers}"] = {
-                "seconds": round(time.perf_counter() - start, 3),
+                "seconds": round(time.perf_counter() - started, 3),
+                "pool_start_seconds": round(started - start, 3),
                 "ingredient_seconds": [round(r.seconds, 2) for r in results],
+                "start_method": executor.start_method,
+                "pool_processes": len(pids),
                 "memory": monitor.summary_mib(),
             }
         finally:
@@ -273,57 +284,12 @@ def bench_workers(data: GraphData, steps: int, counts: tuple[int, ...] = (1, 2, 
     return out
 
 
-def _layerwise_job(graph_dir: str, method: str, queue) -> None:
-    import resource
+def bench_layerwise(data: GraphData) -> dict:
+    """Layer-wise inference vs one full-batch forward over all nodes, each in a fresh worker forked
+    from the preloaded forkserver: CPU seconds and the worker's peak PSS above its idle PSS."""
+    from gnn_soup.scaling import layerwise_vs_full
 
-    from gnn_soup.inference import layerwise_forward
-    from gnn_soup.memory import process_memory
-    from gnn_soup.store import open_graph
-
-    torch.set_num_threads(1)
-    data = open_graph(graph_dir)
-    torch.manual_seed(0)
-    model = build_model(TrainConfig(hidden_dim=32), data).eval()
-    base = process_memory(os.getpid()).rss
-    start = time.process_time()
-    if method == "layerwise":
-        logits = layerwise_forward(model, data.graph, data.features, chunk_size=16384)
-    else:
-        with torch.no_grad():
-            logits = model(data.features, model.prepare(data.edge_index, data.num_nodes))
-    seconds = time.process_time() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put(
-        {
-            "seconds": seconds,
-            "peak_rss_mib": peak / 2**20,
-            "added_mib": (peak - base) / 2**20,
-            "checksum": float(logits[:1000].double().sum()),
-        }
-    )
-
-
-def bench_layerwise(data: GraphData, in_process: bool = False) -> dict:
-    """Layer-wise inference vs one full-batch forward on the whole graph (each in a fresh process,
-    so peak RSS is that method's; ``in_process`` for the smoke run: no peak memory separation)."""
-    import multiprocessing
-    import queue as queue_module
-
-    ctx = multiprocessing.get_context("spawn")
-    out = {}
-    for method in ("layerwise", "full"):
-        if in_process:
-            queue = queue_module.Queue()
-            _layerwise_job(str(data.source_dir), method, queue)
-            out[method] = queue.get()
-            continue
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_layerwise_job, args=(str(data.source_dir), method, queue))
-        proc.start()
-        out[method] = queue.get()
-        proc.join()
-    out["same_logits"] = abs(out["layerwise"]["checksum"] - out["full"]["checksum"]) < 1e-2
-    return out
+    return layerwise_vs_full(data.source_dir, hidden_dim=32)
 
 
 def _rows(results: dict) -> list[dict]:
@@ -370,11 +336,11 @@ def _rows(results: dict) -> list[dict]:
             )
         )
         most = w["most_workers"]  # 4, or 2 in --smoke
-        one = w["workers_1"]["memory"]["max_process_rss_mib"]
+        one = w["workers_1"]["memory"]["peak_total_pss_mib"]
         many = w[f"workers_{most}"]["memory"]["peak_total_pss_mib"]
         rows.append(
             ratio_row(
-                f"memory, {most} workers total PSS / 1 worker RSS",
+                f"memory, pool of {most} workers / pool of 1 worker (peak summed PSS)",
                 many / one,
                 None,
                 unit="x",
@@ -387,18 +353,18 @@ def _rows(results: dict) -> list[dict]:
         lw = results["layerwise"]
         rows.append(
             ratio_row(
-                "layer-wise inference peak memory added (MiB)",
-                lw["layerwise"]["added_mib"],
-                lw["full"]["added_mib"],
+                "layer-wise inference, peak PSS added (MiB)",
+                lw["layerwise"]["added_pss_mib"],
+                lw["full"]["added_pss_mib"],
                 unit="MiB",
                 higher_is_better=False,
             )
         )
         rows.append(
             ratio_row(
-                "layer-wise inference seconds (CPU)",
-                lw["layerwise"]["seconds"],
-                lw["full"]["seconds"],
+                "layer-wise inference, CPU seconds",
+                lw["layerwise"]["cpu_seconds"],
+                lw["full"]["cpu_seconds"],
                 unit="s",
                 higher_is_better=False,
             )
@@ -432,7 +398,7 @@ def main() -> None:
     sizes = {
         "smoke": (5_000, 50_000, 5),
         "quick": (200_000, 2_000_000, 60),
-        "full": (1_000_000, 10_000_000, 150),
+        "full": (1_000_000, 10_001_000, 100),
     }
     num_nodes, num_edges, steps = sizes[mode]
     results: dict = {"dataset": data.summary(), "mode": mode}
@@ -451,7 +417,7 @@ def main() -> None:
     log.info("workers: throughput and memory on %s", sbm.summary())
     results["workers"] = bench_workers(sbm, steps, (1, 2) if args.smoke else (1, 2, 4))
     log.info("layer-wise inference")
-    results["layerwise"] = bench_layerwise(sbm, in_process=args.smoke)
+    results["layerwise"] = bench_layerwise(sbm)
     results["metadata"] = run_metadata(packages=["gnn-soup", "torch-geometric", "pymetis"])
     path = write_bench_json(
         args.out / "bench.json",

@@ -135,13 +135,43 @@ def _worker_ready() -> int:
     return os.getpid()
 
 
+START_METHODS = ("auto", "forkserver", "spawn")
+PRELOAD_MODULE = "gnn_soup._worker_preload"
+
+
+def resolve_start_method(start_method: str) -> str:
+    """``auto``: ``forkserver`` where the platform has it (Linux, macOS), else ``spawn``."""
+    from research_systems_core.validation import check_choice
+
+    check_choice("start_method", start_method, START_METHODS)
+    if start_method == "auto":
+        return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise ValueError(
+            f"start_method {start_method!r} is not available on this platform; "
+            f"available: {multiprocessing.get_all_start_methods()}"
+        )
+    return start_method
+
+
+def _pool_context(start_method: str):
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        # takes effect when the forkserver starts (once per parent process; later calls keep it)
+        context.set_forkserver_preload([PRELOAD_MODULE])
+    return context
+
+
 @EXECUTORS.register("process")
 class ProcessExecutor(Executor):
-    """A pool of ``workers`` spawned processes (one torch thread each) on this machine.
+    """A pool of ``workers`` local processes (one torch thread each) on this machine.
 
-    The pool is kept between :meth:`map` calls (and can be started early with :meth:`warm_up`);
-    a crashed worker breaks the pool, its unfinished tasks come back as errors and the next call
-    starts a fresh pool.
+    ``start_method="auto"`` forks workers from a forkserver that has already imported torch,
+    torch_geometric and gnn_soup (:mod:`gnn_soup._worker_preload`): the runtime's pages are
+    shared copy-on-write by all workers instead of each worker importing torch again
+    (``spawn``, the fallback where there is no forkserver). The pool is kept between
+    :meth:`map` calls (and can be started early with :meth:`warm_up`); a crashed worker breaks
+    the pool, its unfinished tasks come back as errors and the next call starts a fresh pool.
     """
 
     name = "process"
@@ -153,9 +183,11 @@ class ProcessExecutor(Executor):
         device: str = "cpu",
         precision: str = "fp32",
         scratch_dir: str | None = None,
+        start_method: str = "auto",
     ) -> None:
         super().__init__(task_fn, device, precision)
         self.workers = check_int("workers", workers, minimum=1)
+        self.start_method = resolve_start_method(start_method)
         self.scratch_dir = scratch_dir
         self._pool: ProcessPoolExecutor | None = None
         self._pool_data_id: int | None = None
@@ -167,7 +199,7 @@ class ProcessExecutor(Executor):
             self.close()
         if self._pool is None:
             self._graph_dir, self._created_dir = shared_graph_dir(data, self.scratch_dir)
-            context = multiprocessing.get_context("spawn")
+            context = _pool_context(self.start_method)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=context,
@@ -185,6 +217,22 @@ class ProcessExecutor(Executor):
     def worker_pids(self) -> list[int]:
         """Process ids of the running workers (for memory measurements)."""
         return [] if self._pool is None else list(self._pool._processes)
+
+    def server_pids(self) -> list[int]:
+        """The forkserver the workers were forked from (it holds the shared runtime pages), if any."""
+        import psutil
+
+        parents = set()
+        for pid in self.worker_pids():
+            try:
+                parents.add(psutil.Process(pid).ppid())
+            except psutil.Error:
+                continue
+        return sorted(parents - {os.getpid()})
+
+    def pool_pids(self) -> list[int]:
+        """Workers and their forkserver: the processes whose summed PSS is the pool's memory."""
+        return self.server_pids() + self.worker_pids()
 
     def warm_up(self, data: GraphData) -> None:
         """Start every worker and load the data there before timing anything."""

@@ -21,6 +21,7 @@ from gnn_soup.models import GNN, Block
 from research_systems_core.validation import check_int
 
 DEFAULT_CHUNK = 8192
+DEFAULT_TARGET_BATCH = 8192
 
 
 def receptive_sets(graph: CSRGraph, nodes: torch.Tensor, hops: int) -> list[torch.Tensor]:
@@ -70,11 +71,6 @@ def _block_to(block: Block, device: torch.device) -> Block:
     )
 
 
-def _input_rows(features: NodeFeatures, rows: torch.Tensor, chunk: int) -> torch.Tensor:
-    parts = [features.rows(rows[i : i + chunk]).to_dense() for i in range(0, rows.numel(), chunk)]
-    return torch.cat(parts) if parts else torch.empty(0, features.shape[1])
-
-
 @torch.no_grad()
 def layerwise_forward(
     model: GNN,
@@ -84,13 +80,18 @@ def layerwise_forward(
     chunk_size: int = DEFAULT_CHUNK,
     device: torch.device | str = "cpu",
     autocast=None,
+    target_batch: int = DEFAULT_TARGET_BATCH,
 ) -> torch.Tensor:
     """Eval-mode logits of ``nodes`` (all nodes when None), computed layer by layer in chunks.
 
     Equal to the full-batch forward (up to float rounding, tested). Precomputed models (SGC,
-    SIGN) take ``features`` as their propagated features and run in row chunks.
+    SIGN) take ``features`` as their propagated features and run in row chunks. ``nodes`` are
+    scored ``target_batch`` at a time, each batch through its own receptive field: on a graph
+    whose two-hop neighbourhoods cover most nodes, this bounds the hidden tables at about
+    ``target_batch * degree`` rows instead of one row per node of the whole receptive field.
     """
     check_int("chunk_size", chunk_size, minimum=1)
+    check_int("target_batch", target_batch, minimum=1)
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -105,7 +106,13 @@ def layerwise_forward(
                     outs.append(model(rows).float().cpu())
             logits = torch.cat(outs)
         else:
-            logits = _layerwise_gnn(model, graph, features, all_nodes, nodes is None, chunk_size, device, ctx)
+            batches = [all_nodes] if nodes is None else list(torch.split(all_nodes, target_batch))
+            logits = torch.cat(
+                [
+                    _layerwise_gnn(model, graph, features, batch, nodes is None, chunk_size, device, ctx)
+                    for batch in batches
+                ]
+            )
     finally:
         model.train(was_training)
     if nodes is None:
@@ -119,7 +126,7 @@ def _layerwise_gnn(model, graph, features, targets, everything, chunk_size, devi
     sets = [targets] * (hops + 1) if everything else receptive_sets(graph, targets, hops)
     scratch = torch.full((graph.num_nodes,), -1, dtype=torch.long)
     position = torch.full((graph.num_nodes,), -1, dtype=torch.long)
-    h = _input_rows(features, sets[0], chunk_size)
+    h = None  # layer 0 reads its sources' rows from the (possibly memory-mapped) features
     for layer in range(hops):
         current, nxt = sets[layer], sets[layer + 1]
         position[current] = torch.arange(current.numel())
@@ -127,7 +134,8 @@ def _layerwise_gnn(model, graph, features, targets, everything, chunk_size, devi
         for i in range(0, nxt.numel(), chunk_size):
             chunk = nxt[i : i + chunk_size]
             block, sources = make_block(graph, chunk, scratch)
-            h_src = h[position[sources]].to(device, non_blocking=True)
+            rows = features.rows(sources).to_dense() if h is None else h[position[sources]]
+            h_src = rows.to(device, non_blocking=True)
             with ctx():
                 part = model.block_layer(layer, h_src, _block_to(block, device)).float()
             if out is None:

@@ -61,3 +61,46 @@ def plot_soup_bars(
         fig.savefig(handle, format="png")
     plt.close(fig)
     return path
+
+
+def plot_scaling(summary: Mapping, path: str | pathlib.Path) -> pathlib.Path:
+    """Two panels of the scaling run: peak pool memory (PSS) and test accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    memory = summary["memory"]
+    soups = summary["soups"]
+    fig, (ax_mem, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    k = len(summary["ingredients"])
+    labels = ["1 full-graph model", f"{k} ingredients"]
+    totals = [memory["full_graph_model"]["peak_total_pss_mib"], memory["ingredients"]["peak_total_pss_mib"]]
+    idle = [memory["full_graph_model"]["idle_total_pss_mib"], memory["ingredients"]["idle_total_pss_mib"]]
+    ax_mem.bar(labels, idle, color="#bbbbbb", label="started pool (interpreter, mapped graph)")
+    ax_mem.bar(
+        labels,
+        [t - i for t, i in zip(totals, idle, strict=True)],
+        bottom=idle,
+        color="#4477aa",
+        label="training",
+    )
+    ax_mem.set_ylabel("peak PSS of the pool (MiB)")
+    ax_mem.legend(fontsize=7)
+    names = ["full_graph", "best_ingredient", "ensemble", "uniform", "greedy", "greedy_interpolation"]
+    values = [summary["full_graph"]["test"]] + [soups[n]["test"] for n in names[1:]]
+    ax_acc.bar(["full-graph"] + [METHOD_LABELS[n] for n in names[1:]], values, color="#66aa55")
+    ax_acc.scatter([1] * k, [i["test"] for i in summary["ingredients"]], color="black", s=10, zorder=3)
+    ax_acc.set_ylim(max(0.0, min(values) - 0.1), min(1.0, max(values) + 0.05))
+    ax_acc.set_ylabel("test accuracy")
+    ax_acc.tick_params(axis="x", rotation=30, labelsize=7)
+    fig.suptitle(
+        f"{summary['data']['name']}: {summary['data']['nodes']:,} nodes, "
+        f"{summary['data']['edges'] // 2:,} undirected edges"
+    )
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

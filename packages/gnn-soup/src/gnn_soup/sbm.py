@@ -42,7 +42,19 @@ def _sbm_edges(rng: np.random.Generator, y: np.ndarray, num_edges: int, homophil
     del within, anywhere, same, cls, sizes
     keep = src != dst
     u, v = np.minimum(src, dst)[keep], np.maximum(src, dst)[keep]
-    return np.unique(u * n + v)
+    return _sorted_unique(u * n + v)
+
+
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys)`` by an in-place sort and a neighbour comparison: the same sorted array,
+    several times faster than NumPy >= 2.3's hash-based unique on ten million int64 keys."""
+    keys.sort()
+    if keys.size == 0:
+        return keys
+    keep = np.empty(keys.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+    return keys[keep]
 
 
 def _symmetric_csr(keys: np.ndarray, n: int) -> CSRGraph:

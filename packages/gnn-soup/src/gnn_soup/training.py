@@ -173,8 +173,10 @@ class TrainingContext:
 
     def full_structure(self, model: GNN, config: TrainConfig) -> object:
         if config.model not in self._full:
-            structure = model.prepare(self.data.edge_index, self.data.num_nodes)
-            if isinstance(structure, torch.Tensor):
+            structure = model.prepare_graph(self.graph)
+            if structure is None:
+                structure = model.prepare(self.data.edge_index, self.data.num_nodes)
+            if structure is not None:
                 structure = structure.to(self.device)
             self._full[config.model] = structure
         return self._full[config.model]
@@ -208,6 +210,19 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float
     if int(mask.sum()) == 0:
         return float("nan")
     return float((logits[mask].argmax(-1) == y[mask]).float().mean())
+
+
+def final_scores(context: TrainingContext, model: GNN, config: TrainConfig) -> tuple[float, float]:
+    """Accuracy on all validation and all test nodes, scoring only those nodes (layer-wise: in
+    target batches, so a worker never holds hidden tables for the whole graph)."""
+    data = context.data
+    val_nodes = torch.nonzero(data.val_mask).flatten()
+    test_nodes = torch.nonzero(data.test_mask).flatten()
+    logits = context.logits(model, config, torch.cat([val_nodes, test_nodes]))
+    n_val = val_nodes.numel()
+    return masked_accuracy(logits[:n_val], data.y[val_nodes]), masked_accuracy(
+        logits[n_val:], data.y[test_nodes]
+    )
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, train: torch.Tensor, batch: Subgraph, saint_scale: float):
@@ -401,12 +416,12 @@ def train_ingredient(
     if loop.best_state is None:
         raise RuntimeError("training finished without a validation score (no evaluation step ran)")
     model.load_state_dict(loop.best_state)
-    logits = context.logits(model, config)
+    val_acc, test_acc = final_scores(context, model, config)
     return IngredientResult(
         index=spec.index,
         state_dict=loop.best_state,
-        val_acc=accuracy(logits, data.y, data.val_mask),
-        test_acc=accuracy(logits, data.y, data.test_mask),
+        val_acc=val_acc,
+        test_acc=test_acc,
         best_step=loop.best_step,
         seconds=resumed_seconds + time.perf_counter() - start,
         skipped_steps=loop.skipped,
