@@ -293,7 +293,7 @@ def make_sbm_cmd(
     out: pathlib.Path = typer.Option(..., "--out", help="Folder of the memory-mappable graph store."),
     num_nodes: int = typer.Option(1_000_000, "--nodes", help="Number of nodes."),
     num_edges: int = typer.Option(
-        10_000_000, "--edges", help="Undirected edges to draw (duplicates dropped)."
+        10_001_000, "--edges", help="Undirected edges to draw (duplicates and loops dropped)."
     ),
     num_classes: int = typer.Option(10, "--classes", help="Number of blocks / classes."),
     num_features: int = typer.Option(16, "--features", help="Feature dimensions (float16)."),
@@ -325,7 +325,7 @@ def scale_cmd(
     ),
     graph_dir: pathlib.Path | None = typer.Option(None, "--graph", help="SBM store to use or create."),
     num_nodes: int = typer.Option(1_000_000, "--nodes", help="SBM nodes."),
-    num_edges: int = typer.Option(10_000_000, "--edges", help="SBM undirected edges."),
+    num_edges: int = typer.Option(10_001_000, "--edges", help="SBM undirected edges to draw."),
     num_ingredients: int = typer.Option(4, "-k", "--num-ingredients", help="Ingredients K."),
     workers: int = typer.Option(2, "--workers", help="Worker processes."),
     smoke: bool = typer.Option(False, "--smoke", help="A 20k-node graph, 2 ingredients (about a minute)."),

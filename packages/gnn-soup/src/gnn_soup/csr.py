@@ -32,6 +32,11 @@ class CSRGraph:
         """Out-degree of every node (int64)."""
         return self.indptr[1:] - self.indptr[:-1]
 
+    def degree_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Out-degree of ``nodes`` only (int64), without a whole-graph degree array."""
+        nodes = nodes.long()
+        return self.indptr[nodes + 1] - self.indptr[nodes]
+
     def edge_index(self) -> torch.Tensor:
         """The edges as a ``[2, E]`` int64 tensor, sorted by source then by CSR order."""
         sources = torch.repeat_interleave(torch.arange(self.num_nodes), self.degree())

@@ -24,12 +24,20 @@ DEFAULT_CHUNK = 8192
 DEFAULT_TARGET_BATCH = 8192
 
 
-def receptive_sets(graph: CSRGraph, nodes: torch.Tensor, hops: int) -> list[torch.Tensor]:
-    """``[R_0, ..., R_hops]`` with ``R_hops = nodes`` and ``R_{l-1} = R_l + neighbours(R_l)`` (sorted)."""
+def receptive_sets(graph: CSRGraph, nodes: torch.Tensor, hops: int, chunk: int = 4096) -> list[torch.Tensor]:
+    """``[R_0, ..., R_hops]`` with ``R_hops = nodes`` and ``R_{l-1} = R_l + neighbours(R_l)`` (sorted).
+
+    Neighbours are marked in a boolean ``[num_nodes]`` array ``chunk`` nodes at a time, so the
+    edge lists of a large receptive field are never held at once.
+    """
     sets = [torch.unique(nodes.long())]
     for _ in range(hops):
-        _, neighbours = graph.neighbors_of(sets[0])
-        sets.insert(0, torch.unique(torch.cat([sets[0], neighbours])))
+        mark = torch.zeros(graph.num_nodes, dtype=torch.bool)
+        mark[sets[0]] = True
+        for part in torch.split(sets[0], chunk):
+            _, neighbours = graph.neighbors_of(part)
+            mark[neighbours] = True
+        sets.insert(0, torch.nonzero(mark).flatten())
     return sets
 
 
@@ -46,14 +54,13 @@ def make_block(graph: CSRGraph, targets: torch.Tensor, scratch: torch.Tensor) ->
     sources = torch.cat([targets, new])
     src = scratch[neighbours]
     scratch[sources] = -1
-    degree = graph.degree()
     block = Block(
         src=src,
         dst=owner,
         num_src=int(sources.numel()),
         num_dst=int(count),
-        degree_src=degree[sources],
-        degree_dst=degree[targets],
+        degree_src=graph.degree_of(sources),
+        degree_dst=graph.degree_of(targets),
     )
     return block, sources
 

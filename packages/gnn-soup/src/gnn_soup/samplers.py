@@ -275,9 +275,8 @@ class SaintRandomWalkSampler(_SaintSampler):
         g = self.graph
         current = torch.randint(0, g.num_nodes, (self.num_roots,), generator=self.generator)
         steps = [current]
-        degree = g.degree()
         for _ in range(self.walk_length):
-            d = degree[current]
+            d = g.degree_of(current)
             pick = (torch.rand(current.shape, generator=self.generator, dtype=torch.float64) * d).long()
             pick = torch.minimum(pick, (d - 1).clamp_min(0))
             nxt = g.indices[(g.indptr[current] + pick).clamp_max(max(g.num_edges - 1, 0))].long()
@@ -318,11 +317,12 @@ class NeighborSampler(Sampler):
         if self.train_nodes.numel() == 0:
             raise ValueError("the neighbour sampler needs at least one training node, got none")
         self._queue: list[torch.Tensor] = []
+        self._local: torch.Tensor | None = None
 
     def sample_neighbors(self, frontier: torch.Tensor, fanout: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For each frontier node up to ``fanout`` distinct neighbours: returns (targets, neighbours)."""
         g = self.graph
-        counts = g.degree()[frontier]
+        counts = g.degree_of(frontier)
         owner = torch.repeat_interleave(torch.arange(frontier.numel()), counts)
         starts = torch.repeat_interleave(g.indptr[frontier], counts)
         offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
@@ -341,8 +341,9 @@ class NeighborSampler(Sampler):
             perm = self.train_nodes[torch.randperm(self.train_nodes.numel(), generator=self.generator)]
             self._queue = list(torch.split(perm, self.batch_size))
         seeds = self._queue.pop(0)
-        n = self.graph.num_nodes
-        local = torch.full((n,), -1, dtype=torch.long)
+        if self._local is None:  # node -> batch position, -1 outside the batch; reset after use
+            self._local = torch.full((self.graph.num_nodes,), -1, dtype=torch.long)
+        local = self._local
         local[seeds] = torch.arange(seeds.numel())
         nodes = [seeds]
         count = seeds.numel()
@@ -364,7 +365,9 @@ class NeighborSampler(Sampler):
             if sources
             else torch.empty(2, 0, dtype=torch.long)
         )
-        return Subgraph(nodes=torch.cat(nodes), edge_index=edge_index, num_targets=int(seeds.numel()))
+        all_nodes = torch.cat(nodes)
+        local[all_nodes] = -1
+        return Subgraph(nodes=all_nodes, edge_index=edge_index, num_targets=int(seeds.numel()))
 
 
 def gcn_column_norms(graph: CSRGraph) -> torch.Tensor:

@@ -53,7 +53,7 @@ class ScalingConfig:
     ingredient_steps: int = 200
     ingredient_eval_every: int = 25
     lr: float = 0.01
-    full_steps: int = 80  # capped: about 2 s per full-batch step on one thread at 1M nodes
+    full_steps: int = 100  # capped: about 2 s per full-batch step on one thread at 1M nodes
     full_eval_every: int = 10
     full_lr: float = 0.03  # converges in fewer full-batch steps (checked at 100k nodes)
     hidden_dim: int = 32
