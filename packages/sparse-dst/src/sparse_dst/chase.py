@@ -268,9 +268,10 @@ class Chase(Masking):
         With ``drop_dead`` also the *dead* channels go: surviving channels whose every outgoing
         weight (all consumer columns) is pruned contribute nothing, so slicing them is exact and
         saves their stored zeros (``self.dead_removed`` counts them). With ``round_to`` > 1 each
-        group keeps a multiple of ``round_to`` channels (tensor cores want multiples of 8) by
-        keeping back some removed channels: they hold only zeros in the masked model, so this
-        is exact too.
+        group keeps a multiple of ``round_to`` channels (oneDNN's CPU kernels and tensor cores
+        run odd widths slowly) by keeping back the best-scored removed or dead channels: their
+        consumer weights are all masked, so this is exact too (``self.slim_keep`` holds the
+        channels the slim model has).
 
         The slim model's outputs on the stored example input are compared with the masked
         model's (both in eval mode) before anything else happens; a disagreement beyond
@@ -278,12 +279,17 @@ class Chase(Masking):
         ``calibration`` batches the slim model's BatchNorm statistics are then recomputed.
         Finalizing twice is refused.
         """
+        if isinstance(round_to, bool) or not isinstance(round_to, int):
+            raise TypeError(f"round_to must be an int >= 1, got {round_to!r}")
+        if round_to < 1:
+            raise ValueError(f"round_to must be >= 1 (1: no rounding), got {round_to}")
         if self.finalized:
             raise RuntimeError("Chase.finalize() was already called; the slim model exists")
         self.maskset.apply(self.model)
         keep = self._drop_dead_channels() if drop_dead else self.removed_channels()
         if round_to > 1:
             keep = self._round_widths(keep, round_to)
+        self.slim_keep = {g.name: keep.get(g.name, torch.ones(g.size, dtype=torch.bool)) for g in self.groups}
         slim = remove_channels(self.model, keep, self.groups)
         self.equivalence_error = self.check_equivalence(slim)
         self.slim_masks = self._slim_maskset(slim, keep)
@@ -320,12 +326,20 @@ class Chase(Masking):
         return keep
 
     def _round_widths(self, keep: dict[str, torch.Tensor], multiple: int) -> dict[str, torch.Tensor]:
+        """Round every group's kept count up to a multiple of ``multiple`` (at most the group
+        size), keeping back the best-scored of the channels that would go. They are removed or
+        dead channels: their consumer weights are all masked, so the slim model stays exact."""
+        scores = self.channel_scores()
         out = {}
         for g in self.groups:
             vector = keep.get(g.name, torch.ones(g.size, dtype=torch.bool)).clone()
-            missing = min(g.size, -(-int(vector.sum()) // multiple) * multiple) - int(vector.sum())
+            kept = int(vector.sum())
+            missing = min(g.size, -(-kept // multiple) * multiple) - kept
             if missing > 0:
-                vector[(~vector).nonzero().flatten()[:missing]] = True
+                ranked = scores[g.name].detach().cpu().float().masked_fill(vector, float("-inf"))
+                vector[ranked.argsort(descending=True, stable=True)[:missing]] = True
+            if int(vector.sum()) != min(g.size, -(-kept // multiple) * multiple):
+                raise RuntimeError(f"rounding {g.name} to a multiple of {multiple} kept {int(vector.sum())}")
             if not bool(vector.all()):
                 out[g.name] = vector
         return out

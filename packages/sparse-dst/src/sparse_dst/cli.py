@@ -189,6 +189,12 @@ def finalize(
         True, help="Also write TorchScript (slim.torchscript.pt) and torch.export (slim.pt2)."
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    round_to: int = typer.Option(
+        8,
+        "--round-to",
+        help="Keep a multiple of this many channels per group (exact: kept-back channels are masked); "
+        "1 = no rounding. Odd widths run slowly on oneDNN and tensor cores.",
+    ),
 ) -> None:
     """Slice the removed channels out of a Chase run: slim.safetensors, slim.json and exports."""
     import torch
@@ -201,6 +207,8 @@ def finalize(
     from sparse_dst.chase import Chase
     from sparse_dst.train import TrainConfig
 
+    if round_to < 1:
+        raise ValueError(f"--round-to must be >= 1 (1: no rounding), got {round_to}")
     dev = resolve_device(device)
     if (run / "slim.safetensors").exists():
         raise ValueError(
@@ -218,10 +226,10 @@ def finalize(
     cfg.device = str(dev)
     model, chase, data = _restore_chase(cfg, tensors, meta, data_dir, dev)
     assert isinstance(chase, Chase)
-    report = _finalize_and_report(cfg, model, chase, data, dev, recalibrate)
+    report = _finalize_and_report(cfg, model, chase, data, dev, recalibrate, round_to)
     slim = report.pop("_slim")
     weights = {f"model/{k}": v.detach().cpu().contiguous() for k, v in slim.state_dict().items()}
-    weights |= {f"keep/{p}": k for p, k in chase.keep.items()}
+    weights |= {f"keep/{p}": k for p, k in chase.slim_keep.items()}
     save_file(weights, str(run / "slim.safetensors"))
     if export:
         from sparse_dst.export import export_slim
@@ -253,7 +261,9 @@ def _restore_chase(
     return model, chase, data
 
 
-def _finalize_and_report(cfg: Any, model: Any, chase: Any, data: Any, device: Any, recalibrate: bool) -> dict:
+def _finalize_and_report(
+    cfg: Any, model: Any, chase: Any, data: Any, device: Any, recalibrate: bool, round_to: int
+) -> dict:
     from research_systems_core.vision.loaders import make_loader
     from sparse_dst.surgery import conv_linear_macs, count_parameters
     from sparse_dst.train import evaluate_loader
@@ -265,7 +275,7 @@ def _finalize_and_report(cfg: Any, model: Any, chase: Any, data: Any, device: An
         calibration = make_loader(
             data.train, batch_size=256, train=True, device=device, workers=cfg.workers, seed=0
         )
-    slim = chase.finalize(calibration, max_batches=20)
+    slim = chase.finalize(calibration, max_batches=20, round_to=round_to)
     example = chase.example_input.to(device)
     return {
         "masked_accuracy": masked_accuracy, "slim_accuracy": evaluate_loader(slim, val, device, cfg.precision),
@@ -273,7 +283,8 @@ def _finalize_and_report(cfg: Any, model: Any, chase: Any, data: Any, device: An
         "params_before": count_parameters(model), "params_after": count_parameters(slim),
         "nonzero_params_after": count_parameters(slim, nonzero=True),
         "macs_before": conv_linear_macs(model, example), "macs_after": conv_linear_macs(slim, example),
-        "channel_widths": {p: int(k.sum()) for p, k in chase.keep.items()}, "_slim": slim,
+        "round_to": round_to, "channel_widths_before_rounding": {p: int(k.sum()) for p, k in chase.keep.items()},
+        "channel_widths": {p: int(k.sum()) for p, k in chase.slim_keep.items()}, "_slim": slim,
     }  # fmt: skip
 
 
