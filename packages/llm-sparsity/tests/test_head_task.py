@@ -198,3 +198,32 @@ def test_head_reproduction_runs_end_to_end_on_a_tiny_encoder(tok, tmp_path, prot
     assert all((tmp_path / p).is_file() for p in pngs) and "verdict_reason" in summary
     for k, v in encoder.state_dict().items():  # the encoder ends with its pre-trained weights
         assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sections", "head,bogus"], "--sections entry"),
+        (["--quick", "--full"], "exclude each other"),
+        (["--protocol", "lora"], "--protocol"),
+    ],
+)
+def test_reproduce_refuses_bad_options_before_loading_anything(args, message, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from llm_sparsity.cli import app
+
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_head_config_needs_a_curve_and_full_data() -> None:
+    from llm_sparsity.head_repro import HeadReproConfig
+
+    with pytest.raises(ValueError, match="at least 2 non-zero points"):
+        HeadReproConfig(sparsities=[0.5])
+    with pytest.raises(ValueError, match="include 1.0"):
+        HeadReproConfig(fractions=[0.5])
+    with pytest.raises(ValueError, match="protocol"):
+        HeadReproConfig(protocol="lora")

@@ -836,19 +836,47 @@ def reproduce(
     data_dir: str = typer.Option(
         None, "--data-dir", help="Data directory holding arithmetic/ (else $RESEARCH_DATA_DIR)."
     ),
-    quick: bool = typer.Option(False, "--quick", help="Small demo run (<= 2.5 minutes on one core)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Small run: the trained-head section only (< 3 minutes on one core)."
+    ),
     full: bool = typer.Option(
-        False, "--full", help="Larger run for a GPU/many cores: more problems, seeds and steps."
+        False,
+        "--full",
+        help="Larger run for a GPU/many cores: more problems, seeds and steps; the trained head fine-tuned.",
+    ),
+    sections: str = typer.Option(
+        None,
+        "--sections",
+        help="Comma-separated: head (trained-head task + floors), retrieval (zero-shot retrieval, ISP, SMC). Default: head with --quick, both otherwise.",
+    ),
+    protocol: str = typer.Option(
+        None,
+        "--protocol",
+        help="Trained-head protocol: probe (frozen pruned encoder, trained attention head) or finetune (encoder + head fine-tuned after pruning; default with --full).",
     ),
 ) -> None:
-    """Reproduce all four papers at small scale on MiniLM and real word problems; summary.json last."""
-    from llm_sparsity.reproduce import ReproConfig, run_reproduction
+    """Reproduce the four papers at small scale on MiniLM and real word problems; summary.json last."""
+    from dataclasses import replace
+
+    from llm_sparsity.head_repro import HeadReproConfig
+    from llm_sparsity.reproduce import SECTIONS, ReproConfig, run_reproduction
     from research_systems_core.data import resolve_data_dir
+    from research_systems_core.validation import check_choice
 
     _setup_torch()
-    cfg = ReproConfig.full() if full else (ReproConfig.quick() if quick else ReproConfig())
     try:
-        summary = run_reproduction(out, resolve_data_dir(data_dir, must_exist=True), quick=quick, config=cfg)
+        if quick and full:
+            raise ValueError("--quick and --full exclude each other; give one of them")
+        chosen = _names(sections, "--sections") if sections is not None else None
+        for name in chosen or []:
+            check_choice("--sections entry", name, SECTIONS)
+        cfg = ReproConfig.full() if full else (ReproConfig.quick() if quick else ReproConfig())
+        hcfg = HeadReproConfig.full() if full else (HeadReproConfig.quick() if quick else HeadReproConfig())
+        if protocol is not None:
+            check_choice("--protocol", protocol, ("probe", "finetune"))
+            hcfg = replace(hcfg, protocol=protocol)
+        summary = run_reproduction(out, resolve_data_dir(data_dir, must_exist=True), quick=quick, config=cfg,
+                                   sections=chosen, head_config=hcfg)  # fmt: skip
     except (ValueError, OSError, KeyError) as exc:
         _fail(exc)
     typer.echo(f"{summary['verdict']}: {summary['verdict_reason']}")

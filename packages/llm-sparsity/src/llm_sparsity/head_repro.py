@@ -87,8 +87,20 @@ class HeadReproConfig:
         check_int("layers", self.layers, minimum=1)
         for s in [*self.sparsities, *self.random_sparsities, *self.junk_sparsities]:
             check_sparsity(s)
+        if len(set(self.sparsities) - {0.0}) < 2:
+            raise ValueError(
+                f"sparsities needs at least 2 non-zero points (a curve of 3 with dense), got {self.sparsities}"
+            )
         if not self.seeds or not self.fractions or 1.0 not in self.fractions:
             raise ValueError("the head reproduction needs seeds and training fractions that include 1.0")
+
+    @classmethod
+    def full(cls) -> HeadReproConfig:
+        """For a GPU: the fine-tuning protocol, five seeds, a finer grid and more data fractions."""
+        grid = [round(0.1 * i, 1) for i in range(1, 10)]
+        return cls(seeds=[0, 1, 2, 3, 4], sparsities=grid, random_sparsities=grid, fractions=[0.1, 0.25, 0.5, 1.0],
+                   junk_sparsities=[0.5, 0.7], protocol="finetune",
+                   classifier=ClassifierConfig(steps=300, batch_size=32, lr=5e-5, max_length=128))  # fmt: skip
 
     @classmethod
     def quick(cls) -> HeadReproConfig:

@@ -1,6 +1,8 @@
-"""Small reproduction on this CPU: MiniLM, real word problems, question->body retrieval at several difficulties.
+"""Small reproduction on this CPU: MiniLM, real word problems.
 
-Sections: (1) Essential Sparsity: magnitude vs random one-shot curves with the dropping point;
+``head`` (issue 16): a task that needs the encoder, with a trained head and the no-model floors
+beside every curve (:mod:`head_repro`). ``retrieval`` (0.1): question->body retrieval at several
+difficulties: (1) Essential Sparsity: magnitude vs random one-shot curves with the dropping point;
 (2) Junk DNA: per-difficulty normalised curves, the fine-tuning recovery in sparse and
 sparse-to-dense modes, and the quantization control; (3) Instant Soup Pruning vs IMP vs one-shot;
 (4) an SMC-Bench slice. ``summary.json`` is written last.
@@ -21,6 +23,8 @@ import torch
 
 from llm_sparsity.curves import essential_sparsity
 from llm_sparsity.finetune import FinetuneConfig, RetrievalTrainer
+from llm_sparsity.head_repro import HeadReproConfig, run_head_reproduction
+from llm_sparsity.head_task import load_svamp_types
 from llm_sparsity.junk_dna import (
     difficulty_rank,
     difficulty_trend,
@@ -35,8 +39,9 @@ from llm_sparsity.tasks import BODY_LEVELS, BodyLevel, BodyRetrievalTask, load_q
 from research_systems_core.metadata import run_metadata
 from research_systems_core.results import JsonlWriter, plot_curves, write_json
 from research_systems_core.seeding import seed_everything
+from research_systems_core.validation import check_choice
 
-__all__ = ["ReproConfig", "run_reproduction"]
+__all__ = ["SECTIONS", "ReproConfig", "run_reproduction"]
 
 log = logging.getLogger(__name__)
 ANCHOR = "options=8"  # question -> body among 8 random bodies: the main task of the curves
@@ -267,21 +272,59 @@ def _quant_section(
     return {"trend_lowest_bits": trend, "table": table}, [png.name]
 
 
+SECTIONS = ("head", "retrieval")
+
+
 def run_reproduction(
-    out: Path, data_dir: Path, quick: bool = False, config: ReproConfig | None = None
+    out: Path,
+    data_dir: Path,
+    quick: bool = False,
+    config: ReproConfig | None = None,
+    *,
+    sections: Sequence[str] | None = None,
+    head_config: HeadReproConfig | None = None,
 ) -> dict[str, Any]:
-    """Run every section, write JSON/JSONL results and PNGs into ``out``, ``summary.json`` last."""
+    """Run the sections (``head``: the trained-head task with floors, :mod:`head_repro`;
+    ``retrieval``: the zero-shot retrieval sections, ISP and SMC), write JSON/JSONL results and
+    PNGs into ``out``, ``summary.json`` last. Default: ``head`` alone with ``quick``, both otherwise."""
     cfg = config or (ReproConfig.quick() if quick else ReproConfig())
+    chosen = tuple(sections) if sections else (("head",) if quick else SECTIONS)
+    for name in chosen:
+        check_choice("reproduction section", name, SECTIONS)
+    hcfg = head_config or (HeadReproConfig.quick() if quick else HeadReproConfig())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     seed_everything(cfg.seeds[0])
     t0 = time.perf_counter()
     model, tokenizer = load_pretrained(cfg.model)
+    targets = select_targets(model, "essential")
+    timings: dict[str, float] = {}
+    pngs: list[str] = []
+    parts: dict[str, Any] = {}
+    if "head" in chosen:
+        t = time.perf_counter()
+        parts["head"], p = run_head_reproduction(
+            out, load_svamp_types(data_dir), model, tokenizer, targets, hcfg
+        )
+        timings["head"] = time.perf_counter() - t
+        pngs += p
+    if "retrieval" in chosen:
+        parts["retrieval"], p = _retrieval_sections(
+            model, tokenizer, targets, data_dir, cfg, out, quick, timings
+        )
+        pngs += p
+    summary = _summary(cfg, hcfg, parts, pngs, timings, time.perf_counter() - t0, quick)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _retrieval_sections(model: torch.nn.Module, tokenizer: Any, targets: Any, data_dir: Path, cfg: ReproConfig,
+                        out: Path, quick: bool, timings: dict[str, float]) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """The zero-shot question->body retrieval sections (0.1), ISP vs IMP and the SMC slice."""
     passages = load_question_bodies(data_dir, cfg.source)
     task = BodyRetrievalTask.from_passages(passages, cfg.n_train, cfg.n_eval, seed=0)
     suite = MCSuite(task, tokenizer, BODY_LEVELS, seeds=cfg.seeds)
-    targets = select_targets(model, "essential")
     log.info(
         "MiniLM: %d targeted weights in %d tensors; %d train / %d eval problems (of %d distinct bodies)",
         targets.n_weights(model),
@@ -290,7 +333,6 @@ def run_reproduction(
         len(task.eval),
         len(passages),
     )
-    timings: dict[str, float] = {}
     pngs: list[str] = []
     sections: dict[str, Any] = {}
 
@@ -350,72 +392,99 @@ def run_reproduction(
             sections["smc"], p = smc_section(model, tokenizer, task, targets, out, quick=quick)
             timings["smc"] = time.perf_counter() - t
             pngs += p
-
-    summary = _summary(cfg, sections, pngs, timings, time.perf_counter() - t0, quick)
-    write_json(out / "summary.json", summary)
-    return summary
+    return sections, pngs
 
 
 def _summary(
     cfg: ReproConfig,
-    sections: dict[str, Any],
+    hcfg: HeadReproConfig,
+    parts: dict[str, Any],
     pngs: list[str],
     timings: dict[str, float],
     total: float,
     quick: bool,
 ) -> dict[str, Any]:
+    claims: list[bool | None] = []
+    reasons: list[str] = []
+    table: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+    if "head" in parts:
+        head = parts["head"]
+        claims += [head["essential"]["reproduced"], head["junk_dna_train_fraction"]["reproduced"]]
+        reasons.append(head["verdict_reason"])
+        table += [{"section": "trained_head", **r} for r in head["table"]]
+        out["trained_head"] = {k: v for k, v in head.items() if k != "table"}
+    if "retrieval" in parts:
+        bits, text, rtable, extra = _retrieval_summary(cfg, parts["retrieval"])
+        claims += bits
+        reasons.append(text)
+        table += rtable
+        out.update(extra)
+    tested = [c for c in claims if c is not None]
+    n_ok = sum(tested)
+    if not tested:
+        verdict = "not testable at this scale"
+    elif n_ok == len(tested):
+        verdict = "reproduced"
+    else:
+        verdict = "partly" if n_ok else "not reproduced at this scale"
+    return {
+        "paper": "Essential Sparsity (arXiv 2306.03805); Junk DNA Hypothesis (arXiv 2310.02277); "
+        "Instant Soup Pruning (arXiv 2306.10460); Sparsity May Cry / SMC-Bench (arXiv 2303.02141)",
+        "claim": "One-shot magnitude pruning of a pre-trained transformer is nearly free up to an essential "
+        "sparsity, then drops sharply; the drop grows with task difficulty (less fine-tuning data, more "
+        "options) and sparse-to-dense fine-tuning does not recover hard tasks; ISP finds masks as good as "
+        "IMP's at a fraction of its cost; SMC-Bench's hard tasks expose failures at low sparsity.",
+        "verdict": verdict,
+        "verdict_reason": " ".join(reasons),
+        "quick": quick,
+        "seeds": sorted({*cfg.seeds, *hcfg.seeds}) if "retrieval" in parts else hcfg.seeds,
+        "config": {"retrieval": asdict(cfg), "trained_head": asdict(hcfg)},
+        **out,
+        "table": table,
+        "pngs": pngs,
+        "timings_s": {**timings, "total": total},
+        "metadata": run_metadata(
+            seed=hcfg.seeds[0],
+            config={"retrieval": asdict(cfg), "trained_head": asdict(hcfg)},
+            packages=("llm-sparsity", "transformers", "scikit-learn"),
+        ),
+    }
+
+
+def _retrieval_summary(cfg: ReproConfig, sections: dict[str, Any]
+                       ) -> tuple[list[bool | None], str, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     ess, junk, rec = sections["essential"], sections["junk_dna"], sections["recovery"]
     es = ess["essential_sparsity"]["magnitude"]
     junk_ok = junk["axes_agreeing"] >= max(1, (junk["n_axes"] + 1) // 2)
     gaps = rec["easy_minus_hard_sparse_to_dense"]
     rec_ok = bool(gaps) and float(np.mean(gaps)) > 0.05  # hard levels recover clearly less (5 points)
-    claims_ok = [ess["reproduced"], junk_ok, rec_ok]
+    claims: list[bool | None] = [ess["reproduced"], junk_ok, rec_ok]
     extra = []
     if "isp" in sections:
-        claims_ok.append(bool(sections["isp"].get("reproduced")))
+        claims.append(bool(sections["isp"].get("reproduced")))
         extra.append(sections["isp"]["verdict_reason"])
     if "smc" in sections:
         extra.append(sections["smc"]["verdict_reason"])
-    n_ok = sum(claims_ok)
-    verdict = (
-        "reproduced" if n_ok == len(claims_ok) else ("partly" if n_ok else "not reproduced at this scale")
-    )
     reason = (
-        f"Essential sparsity (MiniLM, zero-shot question->body retrieval {ANCHOR}): tolerance ({cfg.delta:g}) "
+        f"Zero-shot retrieval: essential sparsity (MiniLM, question->body {ANCHOR}): tolerance ({cfg.delta:g}) "
         f"{es['tolerance']:.2f}, knee {es['knee']:.2f}, magnitude-random gap over 0.3-0.8 "
         f"{ess['magnitude_minus_random_0.3_0.8']:+.3f} -> {'yes' if ess['reproduced'] else 'no'}. "
         f"Junk DNA: drop grows with difficulty on {junk['axes_agreeing']}/{junk['n_axes']} axes "
         f"(sparsity {cfg.trend_range[0]}-{cfg.trend_range[1]}) -> {'yes' if junk_ok else 'no'}; "
         f"sparse-to-dense fine-tuning easy-minus-hard normalised accuracy "
-        f"{[round(v, 3) for v in rec['easy_minus_hard_sparse_to_dense']]} -> {'yes' if rec_ok else 'no'}. "
-        + " ".join(extra)
+        f"{[round(v, 3) for v in gaps]} -> {'yes' if rec_ok else 'no'}. " + " ".join(extra)
     )
     table = ess["table"] + junk["table"] + rec["table"]
     for key in ("isp", "smc"):
         if key in sections:
             table += sections[key]["table"]
-    return {
-        "paper": "Essential Sparsity (arXiv 2306.03805); Junk DNA Hypothesis (arXiv 2310.02277); "
-        "Instant Soup Pruning (arXiv 2306.10460); Sparsity May Cry / SMC-Bench (arXiv 2303.02141)",
-        "claim": "One-shot magnitude pruning of a pre-trained transformer is nearly free up to an essential "
-        "sparsity, then drops sharply; the drop grows with task difficulty and sparse-to-dense fine-tuning "
-        "does not recover hard tasks; ISP finds masks as good as IMP's at a fraction of its cost; "
-        "SMC-Bench's hard tasks expose failures at low sparsity.",
-        "verdict": verdict,
-        "verdict_reason": reason,
-        "quick": quick,
-        "seeds": cfg.seeds,
-        "config": asdict(cfg),
+    extra_out = {
         "essential_sparsity": ess["essential_sparsity"],
         "junk_dna_trend": junk["trend_magnitude"],
         "junk_dna_trend_random": junk["trend_random"],
         "quantization_trend": sections["quantization"]["trend_lowest_bits"],
         "isp": {k: v for k, v in sections.get("isp", {}).items() if k != "table"},
         "smc": {k: v for k, v in sections.get("smc", {}).items() if k != "table"},
-        "table": table,
-        "pngs": pngs,
-        "timings_s": {**timings, "total": total},
-        "metadata": run_metadata(
-            seed=cfg.seeds[0], config=asdict(cfg), packages=("llm-sparsity", "transformers")
-        ),
     }
+    return claims, reason, table, extra_out
