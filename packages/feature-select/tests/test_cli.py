@@ -77,3 +77,30 @@ def test_run_on_a_file_path_and_datasets_lists_files(tmp_path) -> None:
     assert data["device"] == "cpu" and data["batch_size"] == 16  # clip(48 // 8, 16, 100)
     bad = runner.invoke(app, ["run", "--dataset", str(tmp_path / "mine.npz"), "--k", "9", "--epochs", "1"])
     assert bad.exit_code == 2 and "--k must be <= the 8 features" in bad.output
+
+
+def test_run_on_bad_data_files_exits_2_with_the_problem_named(tmp_path) -> None:
+    """Issue 21's bad-input list through the CLI: one clear line, exit 2, no traceback."""
+    import numpy as np
+    import scipy.io
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 6))
+    y = np.arange(40) % 2
+    cases = {
+        "no_keys.mat": ({"A": x}, "has no X or Y"),
+        "one_class.mat": ({"X": x, "Y": np.ones(40)}, "single class (every label is 1.0)"),
+        "nan_column.mat": (
+            {"X": np.where(np.arange(6) == 3, np.nan, x), "Y": y},
+            "NaN or infinite values (columns [3]",
+        ),
+        "constant.mat": ({"X": np.full((40, 6), 2.0), "Y": y}, "constant"),
+        "sparse_nan.mat": ({"X": sp.csc_matrix(np.where(x > 1.0, np.nan, 0.0)), "Y": y}, "NaN"),
+    }
+    for name, (content, message) in cases.items():
+        scipy.io.savemat(tmp_path / name, content)
+        args = ["run", "--dataset", str(tmp_path / name), "--k", "2", "--epochs", "1", "--hidden", "4"]
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "out"), "--device", "cpu"])
+        assert result.exit_code == 2, (name, result.output)
+        assert message in result.output and "Traceback" not in result.output, (name, result.output)

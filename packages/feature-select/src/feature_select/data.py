@@ -103,7 +103,9 @@ def _finish(path: pathlib.Path, name: str, x, y) -> Dataset:
         bad = np.nonzero(~np.isfinite(x.toarray() if sp.issparse(x) else x).all(axis=0))[0][:8].tolist()
         raise DatasetFileError(f"{path}: X contains NaN or infinite values (columns {bad}...)")
     if np.unique(y).size < 2:
-        raise DatasetFileError(f"{path}: Y has a single class ({y[0]!r}); feature selection needs >= 2")
+        raise DatasetFileError(
+            f"{path}: Y has a single class (every label is {y.flat[0].item()!r}); feature selection needs >= 2"
+        )
     return Dataset(name, x, _encode_labels(y), _scaling_for(name), meta={"source": str(path)})
 
 
