@@ -227,3 +227,23 @@ def test_head_config_needs_a_curve_and_full_data() -> None:
         HeadReproConfig(fractions=[0.5])
     with pytest.raises(ValueError, match="protocol"):
         HeadReproConfig(protocol="lora")
+
+
+def test_reproduce_head_section_writes_a_summary_with_floors(tok, tmp_path, monkeypatch) -> None:
+    from llm_sparsity import reproduce
+    from llm_sparsity.head_repro import HeadReproConfig
+    from llm_sparsity.head_task import HeadConfig
+
+    monkeypatch.setattr(
+        reproduce, "load_pretrained", lambda name: (create_model("tiny_bert", vocab_size=64), tok)
+    )
+    monkeypatch.setattr(reproduce, "load_svamp_types", lambda data_dir: _toy(8))
+    hcfg = HeadReproConfig(seeds=[0], sparsities=[0.5, 0.8], random_sparsities=[0.8], fractions=[0.5, 1.0],
+                           junk_sparsities=[0.5], layers=1, head=HeadConfig(epochs=2))  # fmt: skip
+    summary = reproduce.run_reproduction(tmp_path, tmp_path, quick=True, head_config=hcfg)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["verdict"] == summary["verdict"] and saved["verdict"] in {
+        "reproduced", "partly", "not reproduced at this scale", "not testable at this scale"}  # fmt: skip
+    assert "Trained head on SVAMP" in saved["verdict_reason"] and "retrieval" not in saved["timings_s"]
+    assert {"chance", "word_overlap", "mean_input_embeddings"} <= set(saved["trained_head"]["floors"])
+    assert all(r["section"] == "trained_head" for r in saved["table"]) and saved["pngs"]

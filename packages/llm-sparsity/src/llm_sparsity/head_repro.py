@@ -70,8 +70,8 @@ MIN_MAG_GAP = 0.03
 @dataclass
 class HeadReproConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    sparsities: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    random_sparsities: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])
+    sparsities: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
+    random_sparsities: list[float] = field(default_factory=lambda: [0.5, 0.8])
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 1.0])
     junk_sparsities: list[float] = field(default_factory=lambda: [0.5, 0.7])
     test_fraction: float = 0.3

@@ -159,7 +159,7 @@ class AttentionHead(torch.nn.Module):
 
 @dataclass(frozen=True)
 class HeadConfig:
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
