@@ -232,3 +232,26 @@ def test_round_to_keeps_multiples_exactly() -> None:
     widths = [m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)]
     assert all(w % 4 == 0 for w in widths), widths
     assert chase.equivalence_error <= 1e-5
+
+
+def test_round_to_keeps_back_the_best_scored_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, chase = _resnet_chase()
+    group = chase.groups[0]
+    keep = torch.ones(group.size, dtype=torch.bool)
+    keep[[0, 1, 2, 5, 6]] = False  # 3 of 8 kept: rounding to 4 keeps back exactly one, to 8 all
+    scores = {g.name: torch.zeros(g.size) for g in chase.groups}
+    scores[group.name][[0, 1, 2, 5, 6]] = torch.tensor([0.1, 0.4, 0.2, 0.9, 0.3])
+    monkeypatch.setattr(chase, "channel_scores", lambda: scores)
+    assert group.size == 8
+    rounded = chase._round_widths({group.name: keep}, 4)
+    assert rounded[group.name].nonzero().flatten().tolist() == [3, 4, 5, 7]  # channel 5 scored 0.9
+    assert group.name not in chase._round_widths({group.name: keep}, 8)  # the whole group stays
+    assert chase._round_widths({group.name: keep}, 1)[group.name].equal(keep)
+
+
+def test_finalize_rejects_bad_round_to() -> None:
+    _, _, chase = _resnet_chase()
+    for bad, error in ((0, ValueError), (-8, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="round_to"):
+            chase.finalize(round_to=bad)
+    assert not chase.finalized

@@ -3,6 +3,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from research_systems_core.data import resolve_data_dir
@@ -56,6 +57,13 @@ def test_train_finalize_and_refusals(tmp_path) -> None:
     result = runner.invoke(app, ["finalize", "--run", str(out), "--no-export"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "slim.json").read_text())
+    assert report["round_to"] == 8  # the default: every group keeps a multiple of 8 channels (exact)
+    assert all(w % 8 == 0 for w in report["channel_widths"].values()), report["channel_widths"]
+    assert sum(report["channel_widths_before_rounding"].values()) == 56
+    assert report["slim_vs_masked_relative_error"] <= 1e-4
+    slim_state = load_file(str(out / "slim.safetensors"))
+    for name, width in report["channel_widths"].items():
+        assert int(slim_state[f"keep/{name}"].sum()) == width
     assert report["params_after"] < report["params_before"]
     assert report["macs_after"] < report["macs_before"]
     again = runner.invoke(app, ["finalize", "--run", str(out)])

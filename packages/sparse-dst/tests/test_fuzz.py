@@ -121,6 +121,15 @@ def test_cli_finalize_rejects_missing_empty_and_corrupt_runs(
 
 
 @FUZZ
+@given(value=st.integers(max_value=0))
+def test_cli_finalize_rejects_bad_round_to(value: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    run = tmp_path_factory.mktemp("run")  # checked before the run directory is even read
+    result = runner.invoke(app, ["finalize", "--run", str(run), "--round-to", str(value)])
+    assert result.exit_code == 2, result.output
+    assert "--round-to must be >= 1" in result.output and str(value) in result.output
+
+
+@FUZZ
 @given(
     field=st.sampled_from(
         [
