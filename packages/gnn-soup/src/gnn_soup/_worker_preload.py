@@ -27,11 +27,34 @@ import gnn_soup.inference  # noqa: E402
 import gnn_soup.ingredients  # noqa: E402
 import gnn_soup.samplers  # noqa: E402
 import gnn_soup.store  # noqa: E402
-import gnn_soup.training  # noqa: E402, F401
+import gnn_soup.training  # noqa: E402
 import research_systems_core.checkpoint  # noqa: E402
 import research_systems_core.optim_state  # noqa: E402
 import research_systems_core.precision  # noqa: E402
 import research_systems_core.torch_utils  # noqa: E402, F401
 
+
+def _warm_up_cpu_kernels() -> None:
+    """One tiny GCN training step on the CPU, so that lazily initialised runtime state (kernel
+    dispatch, autograd, optimiser code paths) is created here and shared by every worker
+    instead of being built privately in each. Skipped where a GPU may be visible: anything that
+    could initialise CUDA must not happen before fork."""
+    if torch.version.cuda is not None and (
+        os.path.exists("/dev/nvidiactl") or os.environ.get("CUDA_VISIBLE_DEVICES")
+    ):
+        return
+    from gnn_soup.models import create_model
+
+    graph = gnn_soup.store.CSRGraph(torch.tensor([0, 1, 2]), torch.tensor([1, 0], dtype=torch.int32), 2)
+    model = create_model("gcn", in_dim=4, out_dim=2, hidden_dim=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for structure in (model.prepare_graph(graph), model.prepare(graph.edge_index(), 2)):
+        loss = model(torch.randn(2, 4), structure).sum()
+        loss.backward()
+        optimizer.step()
+
+
+if os.environ.get("GNN_SOUP_PRELOAD_WARMUP", "1") != "0":
+    _warm_up_cpu_kernels()
 gc.collect()
 gc.freeze()
