@@ -32,3 +32,16 @@ def test_synthetic_labels_are_learnable_and_balanced_enough() -> None:
     _, y = gpu.synthetic_cifar(2000)
     counts = torch.bincount(y, minlength=10)
     assert (counts > 0).sum() >= 5
+
+
+def test_wot_cost_combines_components_at_the_reference_ratio() -> None:
+    from robust_at.overhead import WOTCost
+
+    cost = WOTCost(step_s=0.1, pass_s=1.0, bn_s=2.0, snapshot_s=0.0)
+    assert cost.refinement_s() == 12.0  # 10 passes + one recalibration
+    assert abs(cost.window_percent() - 100 * 12 / 160) < 1e-12  # 1600 steps of 0.1 s
+    # 200 epochs of 391 steps; WOT windows of 1600 steps from epoch 50, of 3200 from epoch 150
+    refinements = 100 * 391 / 1600 + 50 * 391 / 3200
+    assert abs(cost.schedule_percent() - 100 * refinements * 12 / (200 * 391 * 0.1)) < 1e-12
+    parts = cost.components_percent()
+    assert abs(sum(parts.values()) - cost.window_percent()) < 1e-12
