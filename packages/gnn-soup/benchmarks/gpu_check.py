@@ -4,7 +4,11 @@
    sampling on the CPU as in training, the model on the GPU;
 2. layer-wise inference seconds over the whole graph on the GPU, checked against CPU logits on a
    sample of nodes;
-3. a full soup run (3 ingredients trained on the GPU, greedy interpolation scored on the GPU).
+3. a full soup run (3 ingredients trained on the GPU, greedy interpolation scored on the GPU);
+4. full-batch GCN training steps/s with the symmetric sparse operator (one CSR for forward and
+   backward) on the GPU, checked against the CPU loss of the first step;
+5. the process pool on CUDA: workers forked from the preloaded forkserver (which never touches
+   CUDA) each initialise their own GPU context.
 
 Run: python packages/gnn-soup/benchmarks/gpu_check.py --out results/gpu --budget-s 90
 """
@@ -106,12 +110,69 @@ def check_soup() -> dict:
     }
 
 
+def check_full_graph_steps(steps: int = 20) -> dict:
+    import torch.nn.functional as F
+
+    data = _graph()
+    losses = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = build_model(TrainConfig(hidden_dim=128, dropout=0.0), data).to(device)
+        structure = model.prepare_graph(data.graph).to(device)
+        x, y, mask = data.features.to(device), data.y.to(device), data.train_mask.to(device)
+        loss = F.cross_entropy(model(x, structure)[mask], y[mask])
+        loss.backward()
+        losses[device] = float(loss)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x, structure)[mask], y[mask]).backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    return {
+        "steps_per_s": round(steps / (time.perf_counter() - start), 2),
+        "first_loss_cpu": losses["cpu"],
+        "first_loss_cuda": losses["cuda"],
+        "loss_close": abs(losses["cpu"] - losses["cuda"]) < 1e-3,
+        "peak_gib": round(peak_memory_gib(), 3),
+    }
+
+
+def check_process_pool_cuda() -> dict:
+    from gnn_soup.executors import ProcessExecutor
+
+    data = _graph()
+    config = TrainConfig(hidden_dim=64, steps=20, eval_every=10, eval_method="layerwise", eval_nodes=500)
+    plan = make_plan(
+        data.name, 2, config, samplers=["neighbor"], sampler_kwargs={"neighbor": {"batch_size": 1024}}
+    )
+    executor = ProcessExecutor(workers=2, device="auto")
+    try:
+        start = time.perf_counter()
+        results = train_plan(plan, data, executor)
+        seconds = time.perf_counter() - start
+        start_method = executor.start_method
+    finally:
+        executor.close()
+    return {
+        "start_method": start_method,
+        "devices": [r.device for r in results],
+        "all_on_cuda": all(r.device.startswith("cuda") for r in results),
+        "val_acc": [round(r.val_acc, 4) for r in results],
+        "seconds": round(seconds, 2),
+    }
+
+
 CHECKS = {
     "gcn_neighbor_fp32": lambda: _steps_per_second("gcn", "fp32"),
     "sage_neighbor_fp32": lambda: _steps_per_second("sage", "fp32"),
     "gcn_neighbor_bf16": lambda: _steps_per_second("gcn", "bf16"),
     "layerwise_inference": check_layerwise,
     "soup_on_gpu": check_soup,
+    "full_graph_gcn_steps": check_full_graph_steps,
+    "process_pool_cuda": check_process_pool_cuda,
 }
 
 if __name__ == "__main__":
