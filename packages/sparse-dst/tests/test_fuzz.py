@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from typer.testing import CliRunner
@@ -270,6 +270,7 @@ class _Generated(nn.Module):
     width=st.integers(2, 6),
     seed=st.integers(0, 2**16),
 )
+@example(kinds=["concat", "residual", "residual"], width=2, seed=0)  # a refusal that follows a refusal
 def test_generated_networks_slim_equals_masked(kinds: list[str], width: int, seed: int) -> None:
     from sparse_dst.surgery import module_index_masks
 
@@ -283,8 +284,11 @@ def test_generated_networks_slim_equals_masked(kinds: list[str], width: int, see
     x = torch.randn(2, 3, 6, 6)
     groups, skipped = analyse(model, x)
     assert skipped["head"] == "its channels reach the model output"
-    # a residual add of a concatenation with one conv output cannot be tied channel by channel: refused
-    assert all(k == "head" or "split differently" in r for k, r in skipped.items()), skipped
+    # a residual add of a concatenation with one conv output cannot be tied channel by channel: refused,
+    # and so is a later add that meets the refused (untracked) tensor
+    assert all(
+        k == "head" or "split differently" in r or "is not tracked" in r for k, r in skipped.items()
+    ), skipped
     if "concat" not in kinds:
         assert set(skipped) == {"head"}, skipped
     gen = torch.Generator().manual_seed(seed)
