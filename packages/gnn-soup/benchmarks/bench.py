@@ -4,9 +4,11 @@
 2. soup search: an 11-point interpolation grid with torch.func.functional_call vs load_state_dict;
 3. partition time: pymetis METIS vs a random partition (and their edge cuts);
 4. workers on a generated SBM graph (1M nodes / 10M edges; --quick 200k, --smoke 5k): K=4
-   ingredients with 1, 2 and 4 worker processes mapping one shared graph: throughput and memory
-   (PSS, so shared pages are not double counted);
-5. layer-wise inference vs one full-batch forward on the SBM graph: seconds and peak memory.
+   ingredients with 1, 2 and 4 worker processes forked from one preloaded forkserver, mapping one
+   shared graph: throughput (pool start-up reported apart) and memory (peak summed PSS of the
+   whole pool, forkserver included, the same way for every worker count);
+5. layer-wise inference vs one full-batch forward on the SBM graph: CPU seconds and peak PSS,
+   each in a fresh worker.
 
 Run: python packages/gnn-soup/benchmarks/bench.py --out DIR [--quick | --smoke] [--data-dir DIR]
 The worker benchmarks need both cores of the machine free to mean anything.
