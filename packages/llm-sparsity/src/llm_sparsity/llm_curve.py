@@ -7,7 +7,9 @@ and the SMC-style scores of :mod:`llm_sparsity.task_scores` on ``input``/``targe
 ``gen:FILE`` (arithmetic by generation, exact numeric match), ``reg:FILE`` (Spearman of a
 one-output regression head), ``bleu:FILE`` (sacrebleu BLEU of a seq2seq model).
 Every grid point restores the targeted weights from one saved copy (the only extra memory,
-whatever the grid length), prunes with the method, and evaluates.
+whatever the grid length: global magnitude streams its threshold and writes the zeros in place, so
+no mask tensors are held; other methods hold one point's boolean masks), prunes with the method,
+and evaluates.
 
 With fine-tuning (:func:`make_trainer`, ``curve --finetune STEPS --train FILE``) each point follows
 the Essential Sparsity protocol: prune, fine-tune the sparse model on the task's training rows with
@@ -27,6 +29,7 @@ import torch
 from llm_sparsity.calibration import load_eval_text
 from llm_sparsity.evaluation import mc_accuracy, perplexity, read_mc_file
 from llm_sparsity.llm import PruneSpec, prune_llm
+from llm_sparsity.streaming import prune_magnitude_in_place
 from llm_sparsity.targets import Targets
 from llm_sparsity.userdata import column, read_records
 from research_systems_core.errors import UserError
@@ -197,6 +200,16 @@ def _finetuned_score(model, evaluate, finetune, masks, seed):
     return evaluate(model)
 
 
+def _prune_point(model: torch.nn.Module, targets: Targets, method: str, sparsity: float, need_masks: bool,
+                 **kwargs: Any) -> Any:  # fmt: skip
+    """Prune one grid point; global magnitude without fine-tuning streams the threshold and zeroes
+    in place (no mask tensors: the zeros are the mask), every other case returns the MaskSet."""
+    if method == "magnitude" and not need_masks:
+        prune_magnitude_in_place(model, targets, sparsity)
+        return None
+    return prune_llm(model, targets, PruneSpec(method, sparsity), **kwargs)
+
+
 def llm_curve(
     model: torch.nn.Module,
     targets: Targets,
@@ -234,14 +247,15 @@ def llm_curve(
             for s in grid:
                 if s == 0:
                     continue
-                masks = prune_llm(model, targets, PruneSpec(method, s), calibration=calibration,
-                                  tokenizer=tokenizer, device=device, seed=seed)  # fmt: skip
+                masks = _prune_point(model, targets, method, s, finetune is not None, calibration=calibration,
+                                     tokenizer=tokenizer, device=device, seed=seed)  # fmt: skip
                 score = _finetuned_score(model, evaluate, finetune, masks, seed)
-                if finetune is not None:  # invariant: fine-tuning kept the mask
+                if masks is not None:  # invariant: fine-tuning kept the mask
                     kept = masks.sparsity()
                     zeros = sum(int(p.eq(0).sum()) for p in targets.parameters(model).values())
                     if zeros < round(kept * targets.n_weights(model)):
                         raise RuntimeError(f"fine-tuning at sparsity {s} regrew pruned weights")
+                del masks  # the next point's masks never coexist with these
                 rows.append({"method": method, "sparsity": s, "score": score})
                 log.info("%s at %.2f: %.4f", method, s, rows[-1]["score"])
                 with torch.no_grad():
