@@ -239,3 +239,34 @@ def test_curve_finetune_bad_inputs(model_dir) -> None:
     _assert_clean(runner.invoke(app, [*base, "--finetune", "-1"]), "--finetune")
     _assert_clean(runner.invoke(app, [*base, "--finetune", "1", "--train", str(folder / "mc2.jsonl"),
                                       "--finetune-lr", "0"]), "--finetune-lr")  # fmt: skip
+
+
+_SECTION_NAMES = ("head", "retrieval")
+
+
+@FUZZ
+@given(
+    value=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_,", min_size=1, max_size=20).filter(
+        lambda s: any(p.strip() and p.strip() not in _SECTION_NAMES for p in s.split(","))
+    )
+)
+def test_reproduce_sections_and_protocol_bad_values_exit_2(value, tmp_path_factory) -> None:
+    out = tmp_path_factory.mktemp("repro")
+    _assert_clean(runner.invoke(app, ["reproduce", "--out", str(out), "--sections", value]), "--sections")
+    if value not in ("probe", "finetune"):
+        _assert_clean(runner.invoke(app, ["reproduce", "--out", str(out), "--protocol", value]), "--protocol")
+    assert not list(out.iterdir())  # refused before anything was written or loaded
+
+
+@FUZZ
+@given(steps=st.integers(max_value=-1), epochs=st.integers(max_value=0), layers=st.integers(max_value=0))
+def test_head_configs_name_their_bad_parameter(steps, epochs, layers) -> None:
+    from llm_sparsity.head_repro import HeadReproConfig
+    from llm_sparsity.head_task import ClassifierConfig, HeadConfig
+
+    with pytest.raises(ValueError, match="steps"):
+        ClassifierConfig(steps=steps)
+    with pytest.raises(ValueError, match="epochs"):
+        HeadConfig(epochs=epochs)
+    with pytest.raises(ValueError, match="layers"):
+        HeadReproConfig(layers=layers)
