@@ -145,6 +145,8 @@ def _probe_features(encoder: torch.nn.Module, targets: Targets, tokenizer: Any, 
         masks = prune(encoder, targets, sparsity, method, generator=torch.Generator().manual_seed(mask_seed))
         actual = masks.sparsity()
         del masks
+        if abs(actual - sparsity) > 1e-3:  # invariant: the exact-count pruner hit the asked sparsity
+            raise RuntimeError(f"{method} pruning to {sparsity} left sparsity {actual:.4f}")
     return token_states(encoder, tokenizer, data.texts, cfg.layers, cfg.max_length), actual
 
 
