@@ -202,7 +202,7 @@ MODES = {
         neurofs=PROTOCOL_NEUROFS,
         datasets=["madelon", "arcene"],
         lassonet={},
-        peer_timeout_s=180.0,
+        peer_timeout_s=120.0,
     ),
     "full": dict(
         kernel_quick=False,
