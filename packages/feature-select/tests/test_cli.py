@@ -70,9 +70,12 @@ def test_run_on_a_file_path_and_datasets_lists_files(tmp_path) -> None:
     assert listing.exit_code == 0 and "mine\t" in listing.output
     out = tmp_path / "out"
     args = ["run", "--dataset", "mine", "--data-dir", str(tmp_path), "--k", "3", "--epochs", "3"]
-    result = runner.invoke(app, [*args, "--hidden", "8,8", "--out", str(out), "--device", "cpu"])
+    paper = ["--epsilon", "30", "--zeta-in", "0.2", "--zeta-hid", "0.3"]  # the reference README's command
+    result = runner.invoke(app, [*args, *paper, "--hidden", "8,8", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "result.json").read_text())
+    config = data["metadata"]["config"]
+    assert (config["zeta_in"], config["zeta_hid"], config["epsilon"]) == (0.2, 0.3, 30.0)
     assert sorted(data["ranking"]) == list(range(8)) and data["ranking"][:3] == data["selected_features"]
     assert data["device"] == "cpu" and data["batch_size"] == 16  # clip(48 // 8, 16, 100)
     bad = runner.invoke(app, ["run", "--dataset", str(tmp_path / "mine.npz"), "--k", "9", "--epochs", "1"])

@@ -129,12 +129,21 @@ CLI_BAD = {
     "--hidden": st.sampled_from(["", "a,b", "0,4", "-2", "4,,x"]),
     "--lr": st.sampled_from(["0", "-1", "nan", "inf", "zz"]),
     "--epsilon": st.sampled_from(["0", "-5", "nan", "q"]),
+    "--zeta-in": st.sampled_from(["1", "-0.1", "nan", "1.5", "x"]),
+    "--zeta-hid": st.sampled_from(["1", "-0.1", "inf", "z"]),
     "--batch-size": st.sampled_from(["0", "-8", "b"]),
     "--backend": st.sampled_from(["gpu", "fast", ""]),
     "--device": st.sampled_from(["gpu", "cuda:7", "tpu"]),
     "--dataset": st.sampled_from(["nope", "/no/such/file.mat", "madelonn"]),
 }
-CLI_WORDS = {"--k": "k", "--hidden": "hidden", "--batch-size": "batch", "--dataset": "dataset"}
+CLI_WORDS = {
+    "--k": "k",
+    "--hidden": "hidden",
+    "--batch-size": "batch",
+    "--dataset": "dataset",
+    "--zeta-in": "zeta",
+    "--zeta-hid": "zeta",
+}
 
 
 @pytest.mark.parametrize("option", sorted(CLI_BAD))

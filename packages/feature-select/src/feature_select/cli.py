@@ -59,7 +59,15 @@ def run(
     hidden: str = typer.Option(
         "1000,1000,1000", "--hidden", help="Hidden layer sizes, comma separated (reference: 1000,1000,1000)."
     ),
-    epsilon: float = typer.Option(13.0, "--epsilon", help="Erdős–Rényi sparsity parameter."),
+    epsilon: float = typer.Option(
+        13.0, "--epsilon", help="Erdős–Rényi sparsity parameter (reference README command: 30)."
+    ),
+    zeta_in: float = typer.Option(
+        0.4, "--zeta-in", help="Input-layer prune/swap fraction (reference README command: 0.2)."
+    ),
+    zeta_hid: float = typer.Option(
+        0.2, "--zeta-hid", help="Hidden-layer prune fraction (reference README command: 0.3)."
+    ),
     lr: float = typer.Option(0.01, "--lr", help="SGD learning rate (reference: 0.01)."),
     batch_size: int = typer.Option(
         None, "--batch-size", help="Mini-batch size (default: clip(n_train // 8, 16, 100))."
@@ -81,7 +89,14 @@ def run(
     from research_systems_core.validation import check_int
 
     params = dict(
-        hidden=_hidden(hidden), epochs=epochs, epsilon=epsilon, lr=lr, batch_size=batch_size, backend=backend
+        hidden=_hidden(hidden),
+        epochs=epochs,
+        epsilon=epsilon,
+        zeta_in=zeta_in,
+        zeta_hid=zeta_hid,
+        lr=lr,
+        batch_size=batch_size,
+        backend=backend,
     )
     check_int("--k", k, minimum=1)
     NeuroFSConfig(k=k, **params).validate(k)  # options checked before any data is read
