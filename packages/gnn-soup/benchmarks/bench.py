@@ -406,7 +406,7 @@ def main() -> None:
     results: dict = {"dataset": data.summary(), "mode": mode}
     log.info("epoch time")
     results["epoch_time"] = bench_epoch(
-        data, {"smoke": 10, "quick": 60, "full": 200}[mode], [0] if mode != "full" else [0, 1, 2]
+        data, {"smoke": 10, "quick": 60, "full": 100}[mode], [0] if mode != "full" else [0, 1, 2]
     )
     log.info("soup search")
     results["soup_search"] = bench_soup_search(data, {"smoke": 1, "quick": 3, "full": 10}[mode])
