@@ -54,6 +54,25 @@ def _warm_up_cpu_kernels() -> None:
         optimizer.step()
 
 
+def _return_freed_memory() -> None:
+    """glibc: allocations of 1 MiB and more get their own mapping, unmapped when freed, instead
+    of the default threshold that grows up to 32 MiB and keeps freed tensors in a worker's heap."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):  # not glibc (macOS, musl): keep the allocator's defaults
+        return
+    if mallopt is not None:
+        mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        mallopt(-1, 1 << 22)  # M_TRIM_THRESHOLD
+
+
+if os.environ.get("GNN_SOUP_PRELOAD_MALLOPT", "1") != "0":
+    _return_freed_memory()
 if os.environ.get("GNN_SOUP_PRELOAD_WARMUP", "1") != "0":
     _warm_up_cpu_kernels()
 gc.collect()
