@@ -150,3 +150,17 @@ def test_forkserver_workers_share_the_preloaded_runtime(graph) -> None:
             assert memory.uss < 0.5 * memory.rss, (memory.uss, memory.rss)
     finally:
         executor.close()
+
+
+def test_layerwise_gcn_with_a_narrow_input_equals_the_full_forward(graph) -> None:
+    """The block layer aggregates before the linear map when the input is narrower (16 -> 32 here)."""
+    torch.manual_seed(4)
+    model = create_model("gcn", in_dim=4, out_dim=3, hidden_dim=32, num_layers=3).eval()
+    from gnn_soup.features import NodeFeatures
+
+    x = NodeFeatures(torch.randn(graph.num_nodes, 4), sparse=False)
+    with torch.no_grad():
+        full = model(x, model.prepare(graph.edge_index, graph.num_nodes))
+    assert torch.allclose(full, layerwise_forward(model, graph.graph, x, chunk_size=29), atol=1e-5)
+    nodes = torch.tensor([1, 100, 7])
+    assert torch.allclose(full[nodes], layerwise_forward(model, graph.graph, x, nodes=nodes), atol=1e-5)

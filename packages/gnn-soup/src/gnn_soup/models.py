@@ -240,8 +240,13 @@ class GCN(GNN):
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore", UserWarning)
             adjacency = torch.sparse_csr_tensor(crow, block.src, values, (block.num_dst, block.num_src))
-        h = conv.lin(h_src)
-        out = torch.sparse.mm(adjacency, h) + (dinv_dst * dinv_dst).float()[:, None] * h[: block.num_dst]
+        loops = (dinv_dst * dinv_dst).float()[:, None]
+        if conv.in_channels < conv.out_channels:  # (A h) W: the linear map on the targets only
+            h_src = h_src.to(values.dtype)
+            out = conv.lin(torch.sparse.mm(adjacency, h_src) + loops * h_src[: block.num_dst])
+        else:
+            h = conv.lin(h_src)
+            out = torch.sparse.mm(adjacency, h) + loops * h[: block.num_dst]
         if conv.bias is not None:
             out = out + conv.bias
         return self.activation(out) if i < len(self.convs) - 1 else out
