@@ -11,6 +11,7 @@ reach, so collections in the workers do not touch (and copy) these pages.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 
@@ -77,3 +78,5 @@ if os.environ.get("GNN_SOUP_PRELOAD_WARMUP", "1") != "0":
     _warm_up_cpu_kernels()
 gc.collect()
 gc.freeze()
+# collectable again at exit, so extension modules (triton's nanobind) do not report leaks
+atexit.register(gc.unfreeze)
