@@ -23,6 +23,7 @@ import pathlib
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from research_systems_core.results import read_json
 from robust_at.data import batches
@@ -65,9 +66,13 @@ def loss_along_line(wot, model, val, attack, points: int) -> list[dict]:
 
 
 def diagnose_trajectory(
-    cfg: TrainConfig, model, tensors: dict[str, torch.Tensor], data, points: int = 6
+    cfg: TrainConfig, model, tensors: dict[str, torch.Tensor], data, points: int = 6, epoch: int | None = None
 ) -> dict:
-    """Weights learned by both update rules and the loss along W = t on one saved window."""
+    """Weights learned by both update rules and the loss along W = t on one saved window.
+
+    The weights are learned with BatchNorm in the mode the run used at ``epoch`` (train mode
+    from ``wot.train_mode_epoch`` on, else eval mode); the line is scanned in eval mode."""
+    train_mode = epoch is not None and cfg.wot.train_mode_at(epoch)
     attack = cfg.attack()
     val = lambda: batches(data.x_val, data.y_val, cfg.batch_size)  # noqa: E731
     run = lambda m, x, y: attack.run(m, x, y)  # noqa: E731
@@ -78,7 +83,7 @@ def diagnose_trajectory(
         m = copy.deepcopy(model)
         wot = WOT(m, wcfg)
         _load_trajectory(wot, tensors)
-        m.eval()  # BatchNorm in eval mode, as the reference before train_mode_epoch
+        m.train(train_mode)  # as the run (and the reference) at this window's epoch
         weights, stats = wot.learn_weights(m, val, run)
         out[name] = {
             "weights": weights.tolist(),
@@ -93,6 +98,7 @@ def diagnose_trajectory(
     out["line"] = loss_along_line(wot, m, val, run, points)
     best = min(out["line"], key=lambda r: r["val_robust_loss"])
     out["line_argmin_t"] = best["t"]
+    out["batchnorm_train_mode_while_learning"] = train_mode
     out["explanation"] = f"the validation robust loss along W = t is lowest at t = {best['t']}: " + (
         "the window's steps hurt held-out robustness, so weights near zero are the optimum"
         if best["t"] <= 0.2
@@ -118,6 +124,8 @@ def diagnose_run(run: str | pathlib.Path, *, data_dir=None, points: int = 6) -> 
     data = load_training_data(cfg, data_dir)
     model = build_model(cfg, data)
     load_state_into(model, _unprefixed("model", tensors), f"trajectory {path}")
-    result = diagnose_trajectory(cfg, model, tensors, data, points)
+    with safe_open(str(path), "pt") as handle:
+        epoch = (handle.metadata() or {}).get("epoch")
+    result = diagnose_trajectory(cfg, model, tensors, data, points, None if epoch is None else int(epoch))
     result["trajectory"] = str(path)
     return result
