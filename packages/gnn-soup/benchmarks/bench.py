@@ -42,41 +42,6 @@ from research_systems_core.metadata import run_metadata
 log = logging.getLogger("gnn_soup.bench")
 
 
-def bench_parallel(data: GraphData, steps: int) -> dict:
-    config = TrainConfig(hidden_dim=64, steps=steps, eval_every=10)
-    plan = make_plan(data.name, 4, config, samplers=["full"], seed=0)
-    out: dict = {"ingredients": 4, "steps_per_ingredient": steps}
-    reference = None
-    for workers in (1, 2):
-        executor = ProcessExecutor(workers=workers)
-        try:
-            start = time.perf_counter()
-            executor.warm_up(data)
-            started = time.perf_counter()
-            results = train_plan(plan, data, executor)
-            done = time.perf_counter()
-        finally:
-            executor.close()
-        out[f"workers_{workers}"] = {
-            "ingredient_seconds": [round(r.seconds, 2) for r in results],
-            "cold_seconds": round(done - start, 3),
-            "warm_seconds": round(done - started, 3),
-            "pool_start_seconds": round(started - start, 3),
-        }
-        states = [r.state_dict for r in results]
-        if reference is None:
-            reference = states
-        else:
-            out["identical_weights"] = all(
-                torch.equal(a[k], b[k]) for a, b in zip(reference, states, strict=True) for k in a
-            )
-    w1, w2 = out["workers_1"], out["workers_2"]
-    out["speedup_warm"] = round(w1["warm_seconds"] / w2["warm_seconds"], 3)
-    out["speedup_cold"] = round(w1["cold_seconds"] / w2["cold_seconds"], 3)
-    out["goal"] = ">= 1.7x with 2 workers"
-    return out
-
-
 def _pyg_example_loop(data: GraphData, epochs: int, seed: int) -> tuple[float, float]:
     """PyG's examples/gcn.py model and loop: dense X, dropout on it, GCNConv(cached=True)."""
     from torch_geometric.nn import GCNConv
