@@ -19,6 +19,7 @@ import os
 import pathlib
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -131,7 +132,9 @@ def _worker_run(task_fn: TaskFn, task: IngredientTask) -> IngredientResult:
     return task_fn(_WORKER_CONTEXT, task)
 
 
-def _worker_ready() -> int:
+def _worker_ready(hold_s: float = 0.0) -> int:
+    if hold_s > 0:  # keep this worker busy so that the pool starts another one for the next task
+        time.sleep(hold_s)
     return os.getpid()
 
 
@@ -237,8 +240,12 @@ class ProcessExecutor(Executor):
     def warm_up(self, data: GraphData) -> None:
         """Start every worker and load the data there before timing anything."""
         pool = self._ensure_pool(data)
-        for future in [pool.submit(_worker_ready) for _ in range(self.workers * 2)]:
-            future.result()
+        for _ in range(50):  # the pool starts a worker only when no started one is idle
+            for future in [pool.submit(_worker_ready, 0.2) for _ in range(self.workers)]:
+                future.result()
+            if len(self.worker_pids()) >= self.workers:
+                return
+        raise RuntimeError(f"the process pool started {len(self.worker_pids())} of {self.workers} workers")
 
     def map(self, data, tasks):
         pool = self._ensure_pool(data)
