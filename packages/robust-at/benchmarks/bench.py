@@ -28,8 +28,7 @@ from robust_at.attacks import AttackConfig, pgd
 from robust_at.data import batches, load_dataset
 from robust_at.methods import MadryAT
 from robust_at.models import create_model
-from robust_at.overhead import REFERENCE_WINDOW, time_wot_components
-from robust_at.wot import WOT, WOTConfig
+from robust_at.overhead import REFERENCE_WINDOW, measure_wot_overhead
 
 log = logging.getLogger("bench")
 EPS, STEP, STEPS = 0.1, 0.025, 10
@@ -137,26 +136,10 @@ def bench_wot_overhead(mode: str, device: torch.device = torch.device("cpu")) ->
     x_train = torch.rand(50 * batch, 1, 8, 8, generator=g)
     y_train = torch.randint(0, 10, (50 * batch,), generator=g)
     x_val, y_val = torch.rand(n_val, 1, 8, 8, generator=g), torch.randint(0, 10, (n_val,), generator=g)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    attack = AttackConfig(eps=EPS, step_size=STEP, steps=STEPS)
-    method = MadryAT(attack)
-    wot = WOT(model, WOTConfig(enabled=True, gap=ref["gap"], num_gaps=ref["num_gaps"], momentum_per_tensor=True,
-                               reset_momentum_each_pass=True))  # fmt: skip
-    wot.start()
     step_batches = list(batches(x_train, y_train, batch, shuffle=True, generator=g, device=device))
-    counter = iter(range(10**9))
-
-    def train_step() -> None:
-        x, y = step_batches[next(counter) % len(step_batches)]
-        loss, _ = method.loss(model.train(), x, y, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        wot.record_step()
-
-    cost = time_wot_components(
-        model, wot, train_step, lambda: batches(x_val, y_val, batch, device=device), step_batches,
-        lambda m, xb, yb: attack.run(m, xb, yb), bn_batches=bn_batches, passes_timed=passes,
+    cost = measure_wot_overhead(
+        model, step_batches, lambda: batches(x_val, y_val, batch, device=device),
+        AttackConfig(eps=EPS, step_size=STEP, steps=STEPS), bn_batches=bn_batches, passes_timed=passes,
         steps_timed=n_steps, device=device,
     )  # fmt: skip
     parts = cost.components_percent(ref)

@@ -28,9 +28,8 @@ from robust_at.attacks import AttackConfig, pgd
 from robust_at.data import DataBundle, batches
 from robust_at.methods import MadryAT
 from robust_at.models import create_model
-from robust_at.overhead import REFERENCE_WINDOW, time_wot_components
+from robust_at.overhead import REFERENCE_WINDOW, measure_wot_overhead
 from robust_at.train import build_config, build_run, train_one_epoch
-from robust_at.wot import WOT, WOTConfig
 
 EPS, STEP = 8 / 255, 2 / 255
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
@@ -174,26 +173,10 @@ def check_wot_overhead(
     train_batches = list(
         batches(x, y, batch, shuffle=True, generator=torch.Generator().manual_seed(0), device=device)
     )
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    attack = AttackConfig(eps=EPS, step_size=STEP, steps=10)
-    method = MadryAT(attack)
-    wot = WOT(model, WOTConfig(enabled=True, gap=400, num_gaps=4, momentum_per_tensor=True,
-                               reset_momentum_each_pass=True))  # fmt: skip
-    wot.start()
-    counter = iter(range(10**9))
-
-    def train_step() -> None:
-        xb, yb = train_batches[next(counter) % len(train_batches)]
-        loss, _ = method.loss(model.train(), xb, yb, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        wot.record_step()
-
-    cost = time_wot_components(
-        model, wot, train_step, lambda: batches(x_val, y_val, batch, device=device), train_batches,
-        lambda m, xb, yb: attack.run(m, xb, yb, check_inputs=False), bn_batches=bn_batches,
-        passes_timed=passes, steps_timed=steps, device=device, repeats=2,
+    cost = measure_wot_overhead(
+        model, train_batches, lambda: batches(x_val, y_val, batch, device=device),
+        AttackConfig(eps=EPS, step_size=STEP, steps=10), bn_batches=bn_batches, passes_timed=passes,
+        steps_timed=steps, device=device, repeats=2, check_inputs=False,
     )  # fmt: skip
     ref = {**REFERENCE_WINDOW, "val_images": n_val, "bn_batches": bn_batches}
     result = cost.as_dict(ref)

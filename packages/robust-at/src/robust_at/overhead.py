@@ -22,9 +22,11 @@ from torch import nn
 
 from research_systems_core.batchnorm import recalibrate_batchnorm
 from research_systems_core.timing import time_call
-from robust_at.wot import WOT, Batch
+from robust_at.attacks import AttackConfig
+from robust_at.methods import MadryAT
+from robust_at.wot import WOT, Batch, WOTConfig
 
-__all__ = ["REFERENCE_WINDOW", "WOTCost", "time_wot_components"]
+__all__ = ["REFERENCE_WINDOW", "WOTCost", "measure_wot_overhead", "time_wot_components"]
 
 REFERENCE_WINDOW = {
     "gap": 400,
@@ -146,3 +148,48 @@ def time_wot_components(
         repeats=1,
     ).median_s
     return WOTCost(step_s=step_s, pass_s=pass_s, bn_s=bn_s, snapshot_s=snapshot_s)
+
+
+def measure_wot_overhead(
+    model: nn.Module,
+    train_batches: list[Batch],
+    val_batches: Callable[[], Iterable[Batch]],
+    attack: AttackConfig,
+    *,
+    bn_batches: int,
+    passes_timed: int,
+    steps_timed: int,
+    device: torch.device | None = None,
+    repeats: int = 3,
+    check_inputs: bool = True,
+) -> WOTCost:
+    """:func:`time_wot_components` for PGD adversarial training (SGD, momentum 0.9) of ``model``
+    with WOT at the reference's window (``gap x num_gaps``) and its per-tensor momentum rule."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    method = MadryAT(attack)
+    config = WOTConfig(
+        enabled=True,
+        gap=REFERENCE_WINDOW["gap"],
+        num_gaps=REFERENCE_WINDOW["num_gaps"],
+        momentum_per_tensor=True,
+        reset_momentum_each_pass=True,
+    )
+    wot = WOT(model, config)
+    wot.start()
+    step = iter(range(10**9))
+
+    def train_step() -> None:
+        x, y = train_batches[next(step) % len(train_batches)]
+        loss, _ = method.loss(model.train(), x, y, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        wot.record_step()
+
+    def run_attack(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return attack.run(m, x, y, check_inputs=check_inputs)
+
+    return time_wot_components(
+        model, wot, train_step, val_batches, train_batches, run_attack, bn_batches=bn_batches,
+        passes_timed=passes_timed, steps_timed=steps_timed, device=device, repeats=repeats,
+    )  # fmt: skip
