@@ -30,7 +30,10 @@ from research_systems_core.vision import (
     small_image_transforms,
 )
 
-DATA_DIR = os.environ.get("RESEARCH_DATA_DIR", "/work/shared/data")
+# the offline data folder: $RESEARCH_DATA_DIR, else ../shared/data beside the repository
+DATA_DIR = os.environ.get(
+    "RESEARCH_DATA_DIR", str(pathlib.Path(__file__).resolve().parents[4] / "shared" / "data")
+)
 
 
 @pytest.fixture(scope="module")
