@@ -204,17 +204,8 @@ MODES = {
         lassonet={},
         peer_timeout_s=120.0,
     ),
-    "full": dict(
-        kernel_quick=False,
-        n_synth=20000,
-        synth_hidden=[300, 300, 300],
-        synth_epochs=40,
-        neurofs=PROTOCOL_NEUROFS,
-        datasets=["madelon", "arcene"],
-        lassonet={},
-        peer_timeout_s=1800.0,
-    ),
 }
+MODES["full"] = {**MODES["quick"], "kernel_quick": False, "synth_epochs": 40, "peer_timeout_s": 1800.0}
 
 
 def _sparse_vs_dense_row(cfg: dict, data_dir: str | None, fits: list[dict]) -> dict | None:
