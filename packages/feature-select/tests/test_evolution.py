@@ -10,6 +10,7 @@ from feature_select.evolution import (
     keep_strongest_per_row,
     row_max_scores,
     set_prune_mask,
+    top_k_indices,
     top_new_connections,
 )
 
@@ -45,6 +46,28 @@ def test_top_new_connections_matches_brute_force():
     masked[existing_rows, existing_cols] = -math.inf
     expected = torch.topk(masked.flatten(), 6).indices
     assert sorted((rows * 4 + cols).tolist()) == sorted(expected.tolist())
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 100])
+def test_top_new_connections_is_the_same_in_one_block_or_many(chunk_rows):
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(12, 5, generator=g)
+    existing_rows, existing_cols = torch.tensor([1, 1, 4, 11]), torch.tensor([0, 4, 2, 3])
+    pool = torch.tensor([1, 2, 4, 7, 11])
+    rows, cols = top_new_connections(
+        lambda r: scores[r], pool, 5, existing_rows, existing_cols, 9, chunk_rows
+    )
+    masked = torch.full_like(scores, -math.inf)
+    masked[pool] = scores[pool]
+    masked[existing_rows, existing_cols] = -math.inf
+    assert (rows * 5 + cols).tolist() == sorted(torch.topk(masked.flatten(), 9).indices.tolist())
+
+
+def test_top_k_indices_hand_computed():
+    scores = torch.tensor([0.3, 5.0, -1.0, 2.0, 0.0, 4.0])
+    assert sorted(top_k_indices(scores, 3).tolist()) == [1, 3, 5]
+    assert sorted(top_k_indices(scores, 10).tolist()) == list(range(6))
+    assert top_k_indices(scores, 0).numel() == 0
 
 
 def test_top_new_connections_returns_at_most_the_free_positions():
@@ -116,3 +139,21 @@ def test_schedule_without_late_swaps_stops_swapping_after_removal():
         added_per_epoch.append(n_add)
     assert int(active.sum()) == d - int(0.6 * d - k) == 17
     assert sum(added_per_epoch[:7]) > 0 and sum(added_per_epoch[7:]) == 0
+
+
+def test_keep_strongest_per_row_matches_brute_force_with_ties():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(5, 40))
+        rows = torch.from_numpy(rng.integers(0, 8, n))
+        values = torch.from_numpy(rng.choice([-2.0, -1.0, 0.5, 1.0, 2.0], n)).float()
+        keep = torch.from_numpy(rng.random(n) < 0.3)
+        must = torch.from_numpy(np.unique(rng.integers(0, 10, 4)))
+        fixed = keep_strongest_per_row(rows, values, keep, must)
+        expected = keep.clone()
+        for r in must.tolist():
+            mine = torch.nonzero(rows == r).flatten()
+            if mine.numel() and not bool(keep[mine].any()):
+                best = values[mine].abs().max()
+                expected[mine[values[mine].abs() == best][0]] = True  # first of the strongest
+        assert fixed.tolist() == expected.tolist()

@@ -249,3 +249,29 @@ def test_max_candidates_scores_only_a_subset_of_inactive_inputs(monkeypatch):
     assert any(h["added"] > 0 for h in sel.history_)
     with pytest.raises(ValueError, match="max_candidates must be >= 1"):
         NeuroFS(10, max_candidates=0, **TINY).fit(data.x, data.y)
+
+
+def test_regrowth_scores_formed_whole_or_in_blocks_give_the_same_fit():
+    x, y = _blobs(n=90, d=40, seed=4)
+    x = (x - x.mean(0)) / x.std(0)
+    common = {"k": 5, "hidden": (16, 12), "epochs": 8, "batch_size": 15, "seed": 2}
+    whole = train_neurofs(x, y, 2, NeuroFSConfig(**common))
+    blocks = train_neurofs(x, y, 2, NeuroFSConfig(**common, chunk_elements=50))  # 3-4 rows a block
+    np.testing.assert_array_equal(whole.ranking, blocks.ranking)
+    np.testing.assert_allclose(whole.strengths, blocks.strengths, rtol=1e-5, atol=1e-6)
+
+
+def test_column_scores_are_the_absolute_first_layer_gradient_dense_and_sparse():
+    import scipy.sparse as sp
+
+    from feature_select.inputs import FeatureMatrix
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 9)) * (rng.random((7, 9)) < 0.4)
+    dz = torch.from_numpy(rng.normal(size=(7, 4)).astype(np.float32))
+    expected = (torch.from_numpy(x.astype(np.float32)).t() @ dz).abs()
+    cols = torch.tensor([0, 3, 8])
+    for matrix in (x, sp.csr_matrix(x)):
+        features = FeatureMatrix(matrix, torch.device("cpu"))
+        torch.testing.assert_close(features.column_scores(None, dz), expected)
+        torch.testing.assert_close(features.column_scores(cols, dz), expected[cols])

