@@ -49,7 +49,7 @@ def set_prune_mask(values: torch.Tensor, zeta: float) -> torch.Tensor:
         idx = torch.nonzero(values * sign > 0).flatten()
         n_keep = int((1.0 - zeta) * idx.numel())
         if n_keep:
-            keep[idx[top_k_indices(values[idx] * sign, n_keep).to(idx.device)]] = True
+            keep[idx[top_k_indices(values[idx] * sign, n_keep)]] = True
     return keep
 
 
