@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -143,10 +144,7 @@ def _gradient_scorer(a, dz: torch.Tensor, max_elements: int) -> RowScorer:
     :class:`FeatureMatrix` for the first layer). When the whole gradient has at most
     ``max_elements`` entries it is formed once and rows are looked up; otherwise every call forms
     just the requested rows (memory ``O(rows * n_out)``)."""
-    if isinstance(a, FeatureMatrix):
-        scores = a.column_scores
-    else:
-        scores = lambda rows, dz: dense_column_scores(a, rows, dz)  # noqa: E731
+    scores = a.column_scores if isinstance(a, FeatureMatrix) else partial(dense_column_scores, a)
     if a.shape[1] * dz.shape[1] <= max_elements:
         full = scores(None, dz)
         return lambda rows: full[rows]
